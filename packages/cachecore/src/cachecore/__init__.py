@@ -1,0 +1,49 @@
+"""cachecore: a local cache for AWS Secrets Manager secrets, used in-process.
+
+``SecretCache`` holds the cache policy (TTL, bounded size, single flight, forced
+refresh); a ``Fetcher`` such as ``SecretsManagerFetcher`` reads from AWS; ``Config``
+gathers the settings from arguments, ``CACHECORE_*`` environment variables and
+defaults. Every error raised on purpose is a ``CacheError``.
+"""
+
+from ._cache import CacheStats, Lookup, SecretCache, check_secret_id
+from ._config import ENV_NAMES, TOKEN_SOURCES, Config, resolve_token
+from ._errors import (
+    AccessDeniedError,
+    CacheError,
+    ConfigError,
+    DecryptionError,
+    FetchError,
+    InvalidRequestError,
+    SecretNotFoundError,
+    ThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from ._fetchers import Fetcher, SecretsManagerFetcher, translate_error
+from ._value import SecretValue
+
+__all__ = [
+    "AccessDeniedError",
+    "CacheError",
+    "CacheStats",
+    "Config",
+    "ConfigError",
+    "DecryptionError",
+    "ENV_NAMES",
+    "FetchError",
+    "Fetcher",
+    "InvalidRequestError",
+    "Lookup",
+    "SecretCache",
+    "SecretNotFoundError",
+    "SecretValue",
+    "SecretsManagerFetcher",
+    "TOKEN_SOURCES",
+    "ThrottledError",
+    "UpstreamTimeoutError",
+    "UpstreamUnavailableError",
+    "check_secret_id",
+    "resolve_token",
+    "translate_error",
+]

@@ -1,0 +1,247 @@
+"""Settings of the cache and of the servers built on it, in one object.
+
+Every setting is read with the same precedence: an explicit argument, then the
+environment variable named here, then the documented default. A value that does not
+fit raises ``ConfigError`` naming the variable and what it accepts; nothing is ever
+clamped or silently replaced. The names of all environment variables live in this
+module as constants, so there is one place to look them up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+from ._errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_PORT",
+    "DEFAULT_TTL",
+    "DEFAULT_UPSTREAM_TIMEOUT",
+    "ENV_AUTH",
+    "ENV_HOST",
+    "ENV_MAX_ENTRIES",
+    "ENV_NAMES",
+    "ENV_PORT",
+    "ENV_TOKEN",
+    "ENV_TTL",
+    "ENV_UPSTREAM_TIMEOUT",
+    "TOKEN_SOURCES",
+    "resolve_token",
+]
+
+ENV_TTL = "CACHECORE_TTL"
+ENV_MAX_ENTRIES = "CACHECORE_MAX_ENTRIES"
+ENV_TOKEN = "CACHECORE_TOKEN"
+ENV_AUTH = "CACHECORE_AUTH"
+ENV_HOST = "CACHECORE_HOST"
+ENV_PORT = "CACHECORE_PORT"
+ENV_UPSTREAM_TIMEOUT = "CACHECORE_UPSTREAM_TIMEOUT"
+
+#: Where the HTTP token comes from: the first of these that is set and not empty.
+TOKEN_SOURCES = (
+    ENV_TOKEN,
+    "AWS_TOKEN",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+)
+
+DEFAULT_TTL = 300
+DEFAULT_MAX_ENTRIES = 1000
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8015
+DEFAULT_UPSTREAM_TIMEOUT = 5.0
+
+MAX_TTL = 86400
+MAX_ENTRIES_LIMIT = 10_000_000
+MAX_UPSTREAM_TIMEOUT = 300.0
+
+AuthMode = Literal["token", "none"]
+_AUTH_MODES: tuple[AuthMode, ...] = ("token", "none")
+_FILE_PREFIX = "file://"
+
+
+def _integer(label: str, raw: object, low: int, high: int) -> int:
+    rule = f"{label} must be an integer from {low} to {high}, got {raw!r}"
+    if isinstance(raw, bool):
+        raise ConfigError(rule)
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, str):
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ConfigError(rule) from None
+    else:
+        raise ConfigError(rule)
+    if not low <= value <= high:
+        raise ConfigError(rule)
+    return value
+
+
+def _seconds(label: str, raw: object, high: float) -> float:
+    rule = (
+        f"{label} must be a number of seconds above 0 and at most {high:g}, got {raw!r}"
+    )
+    if isinstance(raw, bool):
+        raise ConfigError(rule)
+    if isinstance(raw, int | float):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigError(rule) from None
+    else:
+        raise ConfigError(rule)
+    if not (math.isfinite(value) and 0 < value <= high):
+        raise ConfigError(rule)
+    return value
+
+
+def _auth(label: str, raw: object) -> AuthMode:
+    if isinstance(raw, str):
+        for mode in _AUTH_MODES:
+            if raw.strip().lower() == mode:
+                return mode
+    raise ConfigError(f"{label} must be 'token' or 'none', got {raw!r}")
+
+
+def _host(label: str, raw: object) -> str:
+    if not isinstance(raw, str) or not raw.strip() or any(c.isspace() for c in raw):
+        raise ConfigError(
+            f"{label} must be a host name or IP address without spaces, got {raw!r}"
+        )
+    return raw.strip()
+
+
+def _optional_text(label: str, raw: object) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{label} must be a non-empty string, got {raw!r}")
+    return raw.strip()
+
+
+def _read_token_file(variable: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ConfigError(
+            f"{variable} names the token file {path!r}, which cannot be read: {reason}"
+        ) from None
+    if not token:
+        raise ConfigError(f"{variable} names the token file {path!r}, which is empty")
+    return token
+
+
+def resolve_token(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """Find the HTTP token: ``(token, name of the variable it came from)``.
+
+    The first variable of ``TOKEN_SOURCES`` that is set and not empty wins; a value
+    ``file://PATH`` is replaced by the contents of that file, stripped of white
+    space. With no source the answer is ``(None, None)``.
+    """
+    for variable in TOKEN_SOURCES:
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        if raw.startswith(_FILE_PREFIX):
+            return _read_token_file(variable, raw[len(_FILE_PREFIX) :]), variable
+        return raw, variable
+    return None, None
+
+
+_PARSERS: dict[str, Callable[[str, object], Any]] = {
+    "ttl": lambda label, raw: _integer(label, raw, 0, MAX_TTL),
+    "max_entries": lambda label, raw: _integer(label, raw, 1, MAX_ENTRIES_LIMIT),
+    "auth": _auth,
+    "host": _host,
+    "port": lambda label, raw: _integer(label, raw, 1, 65535),
+    "upstream_timeout": lambda label, raw: _seconds(label, raw, MAX_UPSTREAM_TIMEOUT),
+    "region": _optional_text,
+    "endpoint_url": _optional_text,
+}
+
+#: The environment variable of each setting that has one.
+ENV_NAMES = {
+    "ttl": ENV_TTL,
+    "max_entries": ENV_MAX_ENTRIES,
+    "auth": ENV_AUTH,
+    "host": ENV_HOST,
+    "port": ENV_PORT,
+    "upstream_timeout": ENV_UPSTREAM_TIMEOUT,
+}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Config:
+    """Every setting of a cache and its server; invalid values raise ``ConfigError``.
+
+    Times are in seconds. ``token`` is never shown by ``repr``; ``token_source``
+    names the variable it came from (or ``"argument"``).
+    """
+
+    ttl: int = DEFAULT_TTL
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    token: str | None = None
+    token_source: str | None = None
+    auth: AuthMode = "token"
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, parse in _PARSERS.items():
+            object.__setattr__(self, name, parse(name, getattr(self, name)))
+        if self.token is not None and (
+            not isinstance(self.token, str) or not self.token.strip()
+        ):
+            raise ConfigError("token must be a non-empty string")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **arguments: Any
+    ) -> Config:
+        """Build a ``Config`` from arguments, then ``environ``, then the defaults.
+
+        ``environ`` defaults to ``os.environ``. An argument given as ``None`` counts
+        as not given; an empty environment variable counts as unset.
+        """
+        env = os.environ if environ is None else environ
+        unknown = sorted(set(arguments) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+        given = {k: v for k, v in arguments.items() if v is not None}
+
+        values: dict[str, Any] = {}
+        for name, variable in ENV_NAMES.items():
+            raw = env.get(variable, "")
+            if name not in given and raw.strip():
+                values[name] = _PARSERS[name](variable, raw)
+        if "token" in given:
+            values["token_source"] = "argument"
+        else:
+            values["token"], values["token_source"] = resolve_token(env)
+        values.update(given)
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "token" and value is not None:
+                shown.append("token=<hidden>")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"Config({', '.join(shown)})"

@@ -1,0 +1,287 @@
+"""Fetchers: the one place where cachecore talks to AWS.
+
+A fetcher turns ``(secret_id, version_id, version_stage)`` into a ``SecretValue``
+or raises a ``FetchError``. ``SecretsManagerFetcher`` calls GetSecretValue through a
+botocore client, which may be injected (tests, custom sessions) or built from a
+region, an endpoint URL and timeouts. Left unset, the endpoint follows AWS's own
+``AWS_ENDPOINT_URL_SECRETS_MANAGER`` and ``AWS_ENDPOINT_URL`` variables, as botocore
+reads them. botocore is imported only when a client is built or an error is
+translated, so importing cachecore stays cheap.
+
+Every botocore error is translated by ``translate_error`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._config import DEFAULT_UPSTREAM_TIMEOUT, Config
+from ._errors import (
+    AccessDeniedError,
+    ConfigError,
+    DecryptionError,
+    FetchError,
+    InvalidRequestError,
+    SecretNotFoundError,
+    ThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from ._value import SecretValue
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "Fetcher",
+    "SecretsManagerFetcher",
+    "translate_error",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Error codes of Secrets Manager (and of AWS's common errors) by the class they
+#: become. A code that is not here is classed by its HTTP status.
+_CODES: Mapping[str, type[FetchError]] = {
+    "ResourceNotFoundException": SecretNotFoundError,
+    "AccessDeniedException": AccessDeniedError,
+    "AccessDenied": AccessDeniedError,
+    "UnrecognizedClientException": AccessDeniedError,
+    "InvalidClientTokenId": AccessDeniedError,
+    "InvalidSignatureException": AccessDeniedError,
+    "SignatureDoesNotMatch": AccessDeniedError,
+    "ExpiredTokenException": AccessDeniedError,
+    "ExpiredToken": AccessDeniedError,
+    "MissingAuthenticationToken": AccessDeniedError,
+    "IncompleteSignature": AccessDeniedError,
+    "DecryptionFailure": DecryptionError,
+    "InvalidParameterException": InvalidRequestError,
+    "InvalidRequestException": InvalidRequestError,
+    "ValidationException": InvalidRequestError,
+    "MissingParameter": InvalidRequestError,
+    "InvalidParameterCombination": InvalidRequestError,
+    "InvalidParameterValue": InvalidRequestError,
+    "ThrottlingException": ThrottledError,
+    "Throttling": ThrottledError,
+    "TooManyRequestsException": ThrottledError,
+    "RequestLimitExceeded": ThrottledError,
+    "InternalServiceError": UpstreamUnavailableError,
+    "InternalFailure": UpstreamUnavailableError,
+    "ServiceUnavailable": UpstreamUnavailableError,
+    "ServiceUnavailableException": UpstreamUnavailableError,
+    "RequestTimeout": UpstreamTimeoutError,
+    "RequestTimeoutException": UpstreamTimeoutError,
+}
+
+
+@runtime_checkable
+class Fetcher(Protocol):
+    """What ``SecretCache`` needs from a backend."""
+
+    def fetch(
+        self,
+        secret_id: str,
+        *,
+        version_id: str | None = None,
+        version_stage: str | None = None,
+    ) -> SecretValue:
+        """Return the value of one version of a secret, or raise ``FetchError``."""
+        ...
+
+
+def _client_error(exc: Any, secret_id: str | None) -> FetchError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    message = str(error.get("Message") or "no message")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    kind = _CODES.get(code)
+    if kind is None:
+        if status == 429:
+            kind = ThrottledError
+        elif isinstance(status, int) and status >= 500:
+            kind = UpstreamUnavailableError
+        else:
+            kind = FetchError
+    return kind(
+        f"Secrets Manager answered {code or status}: {message}",
+        secret_id=secret_id,
+        code=code or None,
+    )
+
+
+def translate_error(exc: BaseException, secret_id: str | None = None) -> FetchError:
+    """Map an error from botocore (or below it) to the ``CacheError`` tree.
+
+    Errors that are already ``FetchError`` pass through; anything unknown becomes
+    a transient ``UpstreamUnavailableError`` so that it is never mistaken for a
+    revocation.
+    """
+    from botocore import exceptions as bce
+
+    if isinstance(exc, FetchError):
+        return exc
+    if isinstance(exc, bce.ClientError):
+        return _client_error(exc, secret_id)
+    if isinstance(exc, bce.ConnectTimeoutError | bce.ReadTimeoutError | TimeoutError):
+        return UpstreamTimeoutError(
+            f"Secrets Manager did not answer in time: {exc}", secret_id=secret_id
+        )
+    if isinstance(exc, bce.ParamValidationError):
+        return InvalidRequestError(
+            f"the request was refused before it was sent: {exc}", secret_id=secret_id
+        )
+    if isinstance(
+        exc,
+        bce.NoCredentialsError
+        | bce.PartialCredentialsError
+        | bce.CredentialRetrievalError,
+    ):
+        return AccessDeniedError(
+            f"the cache has no usable AWS credentials: {exc}",
+            secret_id=secret_id,
+            code="MissingAuthenticationToken",
+        )
+    return UpstreamUnavailableError(
+        f"Secrets Manager could not be reached: {type(exc).__name__}: {exc}",
+        secret_id=secret_id,
+    )
+
+
+def _build_client(
+    service: str,
+    *,
+    session: Any,
+    region: str | None,
+    endpoint_url: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+    max_attempts: int,
+) -> Any:
+    import botocore.config
+    import botocore.exceptions
+    import botocore.session
+
+    if session is None:
+        session = botocore.session.Session()
+    if region is None:
+        # botocore itself reads only AWS_DEFAULT_REGION and the profile; Lambda, ECS
+        # and the other AWS SDKs set AWS_REGION, so honour that too.
+        region = os.environ.get("AWS_REGION") or None
+    client_config = botocore.config.Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+    )
+    try:
+        return session.create_client(
+            service,
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=client_config,
+        )
+    except botocore.exceptions.NoRegionError:
+        raise ConfigError(
+            "no AWS region is set: set AWS_REGION (or AWS_DEFAULT_REGION), "
+            "or pass region="
+        ) from None
+
+
+class SecretsManagerFetcher:
+    """Reads secrets with GetSecretValue.
+
+    Pass ``client`` to use a botocore or boto3 Secrets Manager client of your own;
+    otherwise one is built from ``session`` (a botocore session; a new default one
+    when not given), ``region``, ``endpoint_url`` and the timeouts (seconds).
+    ``max_attempts`` counts the first try and botocore's retries.
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        session: Any = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        connect_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+        read_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+        max_attempts: int = 3,
+    ) -> None:
+        if client is None:
+            client = _build_client(
+                "secretsmanager",
+                session=session,
+                region=region,
+                endpoint_url=endpoint_url,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_attempts=max_attempts,
+            )
+        self._client = client
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, session: Any = None
+    ) -> SecretsManagerFetcher:
+        """A fetcher with the region, endpoint and timeout of ``config``."""
+        return cls(
+            session=session,
+            region=config.region,
+            endpoint_url=config.endpoint_url,
+            connect_timeout=config.upstream_timeout,
+            read_timeout=config.upstream_timeout,
+        )
+
+    @property
+    def client(self) -> Any:
+        """The botocore client this fetcher calls."""
+        return self._client
+
+    def fetch(
+        self,
+        secret_id: str,
+        *,
+        version_id: str | None = None,
+        version_stage: str | None = None,
+    ) -> SecretValue:
+        """Call GetSecretValue once (botocore may retry) and return the value."""
+        request: dict[str, str] = {"SecretId": secret_id}
+        if version_id is not None:
+            request["VersionId"] = version_id
+        if version_stage is not None:
+            request["VersionStage"] = version_stage
+
+        started = time.monotonic()
+        try:
+            response = self._client.get_secret_value(**request)
+        except Exception as exc:
+            error = translate_error(exc, secret_id)
+            logger.info(
+                "GetSecretValue %s failed after %.3fs: %s",
+                secret_id,
+                time.monotonic() - started,
+                error.code,
+            )
+            raise error from exc
+        logger.info(
+            "GetSecretValue %s ok in %.3fs", secret_id, time.monotonic() - started
+        )
+
+        binary = response.get("SecretBinary")
+        return SecretValue(
+            name=response.get("Name") or secret_id,
+            arn=response.get("ARN"),
+            version_id=response.get("VersionId"),
+            version_stages=tuple(response.get("VersionStages") or ()),
+            secret_string=response.get("SecretString"),
+            secret_binary=bytes(binary) if binary is not None else None,
+            created_date=response.get("CreatedDate"),
+        )
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()

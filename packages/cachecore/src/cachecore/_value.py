@@ -1,0 +1,51 @@
+"""The immutable value a cache hands out for one version of one secret.
+
+A ``SecretValue`` is shared by every caller that reads the same cache entry, so it
+is frozen and holds only immutable fields; ``json()`` parses anew on every call so
+that no caller can change what another one sees. Its ``repr`` names the secret and
+its version but never shows the payload.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["SecretValue"]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValue:
+    """One version of one secret as the backend returned it.
+
+    Exactly one of ``secret_string`` and ``secret_binary`` is set. ``fetched_at`` is
+    the reading of the cache's monotonic clock when the value arrived; it is only
+    meaningful next to that same clock.
+    """
+
+    name: str
+    arn: str | None = None
+    version_id: str | None = None
+    version_stages: tuple[str, ...] = ()
+    secret_string: str | None = field(default=None, repr=False)
+    secret_binary: bytes | None = field(default=None, repr=False)
+    created_date: datetime | None = None
+    fetched_at: float = 0.0
+
+    @property
+    def is_binary(self) -> bool:
+        """True when the secret holds bytes rather than a string."""
+        return self.secret_binary is not None
+
+    @property
+    def text(self) -> str:
+        """The secret as text: the string, or the bytes decoded as UTF-8."""
+        if self.secret_string is not None:
+            return self.secret_string
+        return (self.secret_binary or b"").decode("utf-8")
+
+    def json(self) -> Any:
+        """Parse the secret as JSON; every call returns a fresh object."""
+        return json.loads(self.text)

@@ -1,0 +1,290 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cachecore import (
+    Config,
+    InvalidRequestError,
+    SecretCache,
+    SecretNotFoundError,
+    ThrottledError,
+)
+
+
+def make_cache(fetcher, clock, **settings):
+    return SecretCache(fetcher, Config(**settings), clock=clock)
+
+
+def test_get_fetches_once_then_serves_hits_without_upstream_call(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+
+    first = cache.get("db")
+    second = cache.get("db")
+
+    assert first.secret_string == "db@0"
+    assert second is first
+    assert fetcher.calls == [("db", None, None)]
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.upstream_calls) == (1, 1, 1)
+
+
+def test_value_is_served_until_ttl_and_fetched_anew_at_ttl(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=60)
+    cache.get("db")
+    fetcher.rotate("db")
+
+    clock.advance(59.999)
+    assert cache.get("db").secret_string == "db@0"
+    clock.advance(0.001)
+    assert cache.get("db").secret_string == "db@1"
+    assert len(fetcher.calls) == 2
+
+
+def test_forced_refresh_fetches_anew_while_value_is_fresh(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    cache.get("db")
+    fetcher.rotate("db")
+
+    assert cache.get("db", refresh=True).secret_string == "db@1"
+    assert cache.get("db").secret_string == "db@1"
+    assert len(fetcher.calls) == 2
+
+
+def test_ttl_zero_sends_every_get_upstream_and_keeps_nothing(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=0)
+
+    for _ in range(3):
+        cache.get("db")
+
+    assert len(fetcher.calls) == 3
+    assert cache.stats().entries == 0
+
+
+def test_bound_evicts_the_least_recently_read_entry(fetcher, clock):
+    cache = make_cache(fetcher, clock, max_entries=2)
+    cache.get("a")
+    cache.get("b")
+    cache.get("a")  # a is now more recent than b
+
+    cache.get("c")
+
+    stats = cache.stats()
+    assert (stats.entries, stats.evictions) == (2, 1)
+    calls = len(fetcher.calls)
+    cache.get("a")
+    cache.get("c")
+    assert len(fetcher.calls) == calls
+    cache.get("b")
+    assert len(fetcher.calls) == calls + 1
+
+
+def test_versions_and_stages_are_cached_apart(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+
+    plain = cache.get("db")
+    pending = cache.get("db", version_stage="AWSPENDING")
+    by_id = cache.get("db", version_id="v0")
+
+    assert plain.secret_string == "db@0"
+    assert pending.secret_string == "db@0|None|AWSPENDING"
+    assert by_id.secret_string == "db@0|v0|None"
+    assert fetcher.calls == [
+        ("db", None, None),
+        ("db", None, "AWSPENDING"),
+        ("db", "v0", None),
+    ]
+
+
+def test_lookup_says_miss_then_hit_with_age(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+
+    miss = cache.lookup("db")
+    clock.advance(7.5)
+    hit = cache.lookup("db")
+
+    assert (miss.state, miss.age) == ("miss", 0.0)
+    assert (hit.state, hit.age) == ("hit", 7.5)
+
+
+def _run_in_threads(count, target):
+    results: list[object] = [None] * count
+    start = threading.Barrier(count)
+
+    def run(index):
+        start.wait()
+        try:
+            results[index] = target()
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, results
+
+
+def test_concurrent_cold_misses_make_one_upstream_call(fetcher, clock, poll):
+    cache = make_cache(fetcher, clock)
+    fetcher.gate = threading.Event()
+
+    threads, results = _run_in_threads(32, lambda: cache.get("db"))
+    poll(lambda: cache.stats().coalesced == 31)
+    fetcher.gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert len(fetcher.calls) == 1
+    assert {r.secret_string for r in results} == {"db@0"}
+
+
+def test_concurrent_forced_refreshes_share_one_call(fetcher, clock, poll):
+    cache = make_cache(fetcher, clock)
+    cache.get("db")
+    fetcher.rotate("db")
+    fetcher.gate = threading.Event()
+
+    threads, results = _run_in_threads(16, lambda: cache.get("db", refresh=True))
+    poll(lambda: cache.stats().coalesced == 15)
+    fetcher.gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert len(fetcher.calls) == 2
+    assert {r.secret_string for r in results} == {"db@1"}
+
+
+def test_slow_miss_on_one_key_does_not_delay_another_key(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    cache.get("warm")
+    release = threading.Event()
+
+    def slow_for_cold(secret_id):
+        if secret_id == "cold":
+            fetcher.entered.set()
+            assert release.wait(timeout=30)
+
+    fetcher.on_fetch = slow_for_cold
+    slow = threading.Thread(target=cache.get, args=("cold",))
+    slow.start()
+    assert fetcher.entered.wait(timeout=10)
+
+    # Both of these would block forever if the cache held its lock during a fetch.
+    assert cache.get("warm").secret_string == "warm@0"
+    assert cache.get("other").secret_string == "other@0"
+    assert slow.is_alive()
+
+    release.set()
+    slow.join(timeout=10)
+    assert not slow.is_alive()
+
+
+def test_error_reaches_every_waiter_and_is_not_cached(fetcher, clock, poll):
+    cache = make_cache(fetcher, clock)
+    fetcher.errors["db"] = SecretNotFoundError("no such secret", secret_id="db")
+    fetcher.gate = threading.Event()
+
+    threads, results = _run_in_threads(8, lambda: cache.get("db"))
+    poll(lambda: cache.stats().coalesced == 7)
+    fetcher.gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert all(isinstance(r, SecretNotFoundError) for r in results)
+    assert len(fetcher.calls) == 1
+    fetcher.gate = None
+    del fetcher.errors["db"]
+    assert cache.get("db").secret_string == "db@0"
+    assert len(fetcher.calls) == 2
+    assert cache.stats().upstream_errors == 1
+
+
+def test_unexpected_fetcher_exception_frees_the_key(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    fetcher.errors["db"] = RuntimeError("bug in a fetcher")
+
+    with pytest.raises(RuntimeError):
+        cache.get("db")
+    del fetcher.errors["db"]
+
+    assert cache.get("db").secret_string == "db@0"
+
+
+def test_transient_error_is_raised_as_its_own_class(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+
+    with pytest.raises(ThrottledError) as caught:
+        cache.get("db")
+
+    assert caught.value.transient
+    assert not isinstance(caught.value, SecretNotFoundError)
+
+
+@pytest.mark.parametrize(
+    ("secret_id", "version_id", "version_stage"),
+    [
+        ("", None, None),
+        ("a\x00b", None, None),
+        ("line\nbreak", None, None),
+        ("x" * 2049, None, None),
+        ("é" * 1025, None, None),
+        ("db", "", None),
+        ("db", None, ""),
+        ("db", None, "S" * 257),
+        ("db", "v" * 65, None),
+    ],
+)
+def test_impossible_ids_raise_without_upstream_call(
+    fetcher, clock, secret_id, version_id, version_stage
+):
+    cache = make_cache(fetcher, clock)
+
+    with pytest.raises(InvalidRequestError):
+        cache.get(secret_id, version_id=version_id, version_stage=version_stage)
+
+    assert fetcher.calls == []
+    assert cache.stats().upstream_calls == 0
+
+
+def test_longest_allowed_id_is_fetched(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+
+    cache.get("x" * 2048)
+
+    assert len(fetcher.calls) == 1
+
+
+def test_binary_secret_keeps_its_bytes(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    payload = bytes(range(256))
+    fetcher.binary["blob"] = payload
+
+    value = cache.get("blob")
+
+    assert value.secret_binary == payload
+    assert value.secret_string is None
+    assert value.is_binary
+
+
+def test_stats_count_evictions_and_entries(fetcher, clock):
+    cache = make_cache(fetcher, clock, max_entries=3)
+
+    for name in "abcde":
+        cache.get(name)
+
+    stats = cache.stats()
+    assert (stats.entries, stats.evictions, stats.misses) == (3, 2, 5)
+    assert len(cache) == 3
+
+
+def test_close_forgets_values(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    cache.get("db")
+
+    cache.close()
+
+    assert cache.stats().entries == 0
+    cache.get("db")
+    assert len(fetcher.calls) == 2

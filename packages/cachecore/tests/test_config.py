@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import pytest
+
+from cachecore import Config, ConfigError
+
+TOKEN = "sentinel-token-Xy7"
+
+
+def test_defaults_are_the_documented_ones():
+    config = Config.from_env({})
+
+    assert config.ttl == 300
+    assert config.max_entries == 1000
+    assert config.auth == "token"
+    assert config.token is None
+    assert (config.host, config.port) == ("127.0.0.1", 8015)
+    assert config.upstream_timeout == 5.0
+
+
+def test_environment_is_read():
+    config = Config.from_env(
+        {
+            "CACHECORE_TTL": "60",
+            "CACHECORE_MAX_ENTRIES": "10",
+            "CACHECORE_AUTH": "none",
+            "CACHECORE_HOST": "::1",
+            "CACHECORE_PORT": "2773",
+            "CACHECORE_UPSTREAM_TIMEOUT": "0.5",
+        }
+    )
+
+    assert (config.ttl, config.max_entries, config.auth) == (60, 10, "none")
+    assert (config.host, config.port, config.upstream_timeout) == ("::1", 2773, 0.5)
+
+
+def test_argument_beats_environment_beats_default():
+    env = {"CACHECORE_TTL": "60", "CACHECORE_PORT": "9000"}
+
+    config = Config.from_env(env, ttl=5, port=None)
+
+    assert config.ttl == 5
+    assert config.port == 9000
+    assert config.max_entries == 1000
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "accepts"),
+    [
+        ("CACHECORE_TTL", "abc", "integer from 0 to 86400"),
+        ("CACHECORE_TTL", "-1", "integer from 0 to 86400"),
+        ("CACHECORE_TTL", "86401", "integer from 0 to 86400"),
+        ("CACHECORE_TTL", "1.5", "integer from 0 to 86400"),
+        ("CACHECORE_MAX_ENTRIES", "0", "integer from 1 to"),
+        ("CACHECORE_PORT", "70000", "integer from 1 to 65535"),
+        ("CACHECORE_PORT", "http", "integer from 1 to 65535"),
+        ("CACHECORE_AUTH", "maybe", "'token' or 'none'"),
+        ("CACHECORE_UPSTREAM_TIMEOUT", "0", "number of seconds above 0"),
+        ("CACHECORE_UPSTREAM_TIMEOUT", "nan", "number of seconds above 0"),
+        ("CACHECORE_UPSTREAM_TIMEOUT", "1e9", "at most 300"),
+        ("CACHECORE_HOST", "a b", "without spaces"),
+    ],
+)
+def test_bad_environment_value_names_the_variable_and_what_it_accepts(
+    variable, raw, accepts
+):
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({variable: raw})
+
+    message = str(caught.value)
+    assert message.startswith(variable + " must be")
+    assert accepts in message
+    assert repr(raw) in message
+
+
+def test_bad_argument_names_the_argument():
+    with pytest.raises(ConfigError, match=r"^ttl must be an integer"):
+        Config(ttl=-5)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Config.from_env({}, tll=5)
+
+
+def test_config_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        Config(port=0)
+
+
+def test_token_comes_from_the_first_source_that_is_set():
+    env = {
+        "AWS_SESSION_TOKEN": "session",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN": "container",
+        "CACHECORE_TOKEN": "",
+    }
+
+    config = Config.from_env(env)
+
+    assert (config.token, config.token_source) == ("session", "AWS_SESSION_TOKEN")
+    env["AWS_TOKEN"] = "aws"
+    assert Config.from_env(env).token == "aws"
+    env["CACHECORE_TOKEN"] = "mine"
+    assert Config.from_env(env).token == "mine"
+
+
+def test_token_file_is_read_and_stripped(tmp_path):
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+
+    config = Config.from_env({"CACHECORE_TOKEN": f"file://{path}"})
+
+    assert config.token == TOKEN
+    assert config.token_source == "CACHECORE_TOKEN"
+
+
+def test_missing_token_file_names_variable_and_path(tmp_path):
+    path = tmp_path / "absent"
+
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"AWS_SESSION_TOKEN": f"file://{path}"})
+
+    assert "AWS_SESSION_TOKEN" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_empty_token_file_is_refused(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("  \n")
+
+    with pytest.raises(ConfigError, match="is empty"):
+        Config.from_env({"CACHECORE_TOKEN": f"file://{path}"})
+
+
+def test_repr_hides_the_token():
+    config = Config.from_env({"CACHECORE_TOKEN": TOKEN})
+
+    assert TOKEN not in repr(config)
+    assert TOKEN not in str(config)
+    assert "token=<hidden>" in repr(config)

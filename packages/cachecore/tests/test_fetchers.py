@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import botocore.session
+import pytest
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.stub import Stubber
+
+from cachecore import (
+    AccessDeniedError,
+    ConfigError,
+    DecryptionError,
+    FetchError,
+    InvalidRequestError,
+    SecretNotFoundError,
+    SecretsManagerFetcher,
+    ThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+    translate_error,
+)
+
+SENTINEL = "sentinel-fetcher-value-81q"
+ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"
+
+
+@pytest.fixture
+def client():
+    session = botocore.session.Session()
+    session.set_credentials("test-key", "test-secret")
+    made = session.create_client("secretsmanager", region_name="us-east-1")
+    yield made
+    made.close()
+
+
+def test_fetch_maps_the_response_to_a_secret_value(client):
+    created = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_secret_value",
+            {
+                "ARN": ARN,
+                "Name": "prod/db",
+                "VersionId": "a" * 32,
+                "SecretString": SENTINEL,
+                "VersionStages": ["AWSCURRENT"],
+                "CreatedDate": created,
+            },
+            {"SecretId": "prod/db", "VersionStage": "AWSCURRENT"},
+        )
+        value = SecretsManagerFetcher(client).fetch(
+            "prod/db", version_stage="AWSCURRENT"
+        )
+
+    assert value.name == "prod/db"
+    assert value.arn == ARN
+    assert value.version_id == "a" * 32
+    assert value.version_stages == ("AWSCURRENT",)
+    assert value.secret_string == SENTINEL
+    assert value.created_date == created
+
+
+def test_fetch_keeps_binary_bytes_exactly(client):
+    payload = bytes(range(256))
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_secret_value",
+            {"Name": "blob", "SecretBinary": payload},
+            {"SecretId": "blob", "VersionId": "b" * 32},
+        )
+        value = SecretsManagerFetcher(client).fetch("blob", version_id="b" * 32)
+
+    assert value.secret_binary == payload
+    assert value.secret_string is None
+
+
+EXPECTED = {
+    "ResourceNotFoundException": (SecretNotFoundError, 400),
+    "InvalidParameterException": (InvalidRequestError, 400),
+    "InvalidRequestException": (InvalidRequestError, 400),
+    "DecryptionFailure": (DecryptionError, 400),
+    "InternalServiceError": (UpstreamUnavailableError, 500),
+    "AccessDeniedException": (AccessDeniedError, 400),
+    "ThrottlingException": (ThrottledError, 400),
+    "UnrecognizedClientException": (AccessDeniedError, 400),
+    "ExpiredTokenException": (AccessDeniedError, 400),
+}
+
+
+def test_every_documented_get_secret_value_error_has_an_expectation(client):
+    operation = client.meta.service_model.operation_model("GetSecretValue")
+    documented = {shape.name for shape in operation.error_shapes}
+
+    assert documented <= set(EXPECTED)
+
+
+@pytest.mark.parametrize(("code", "expected"), sorted(EXPECTED.items()))
+def test_client_errors_map_to_their_class(client, code, expected):
+    kind, status = expected
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_secret_value",
+            service_error_code=code,
+            service_message="upstream says no",
+            http_status_code=status,
+        )
+        with pytest.raises(kind) as caught:
+            SecretsManagerFetcher(client, max_attempts=1).fetch("prod/db")
+
+    error = caught.value
+    assert type(error) is kind
+    assert error.code == code
+    assert error.secret_id == "prod/db"
+    assert "upstream says no" in str(error)
+    assert error.__cause__ is not None
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "transient"),
+    [
+        (429, ThrottledError, True),
+        (503, UpstreamUnavailableError, True),
+        (418, FetchError, False),
+    ],
+)
+def test_unknown_codes_are_classed_by_status(client, status, kind, transient):
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_secret_value",
+            service_error_code="SomethingNew",
+            http_status_code=status,
+        )
+        with pytest.raises(FetchError) as caught:
+            SecretsManagerFetcher(client, max_attempts=1).fetch("x")
+
+    assert type(caught.value) is kind
+    assert caught.value.transient is transient
+
+
+def test_transient_and_permanent_classes():
+    assert ThrottledError("x").transient
+    assert UpstreamTimeoutError("x").transient
+    assert UpstreamUnavailableError("x").transient
+    for permanent in (
+        SecretNotFoundError,
+        AccessDeniedError,
+        DecryptionError,
+        InvalidRequestError,
+    ):
+        assert not permanent("x").transient
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind"),
+    [
+        (ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), UpstreamTimeoutError),
+        (ConnectTimeoutError(endpoint_url="http://127.0.0.1:1"), UpstreamTimeoutError),
+        (
+            EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+            UpstreamUnavailableError,
+        ),
+        (NoCredentialsError(), AccessDeniedError),
+    ],
+)
+def test_transport_errors_map_to_their_class(client, raised, kind):
+    def fail(**kwargs):
+        raise raised
+
+    client.meta.events.register("before-send.secrets-manager.GetSecretValue", fail)
+
+    with pytest.raises(kind):
+        SecretsManagerFetcher(client, max_attempts=1).fetch("prod/db")
+
+
+def test_parameter_validation_error_is_an_invalid_request():
+    from botocore.exceptions import ParamValidationError
+
+    error = translate_error(ParamValidationError(report="SecretId too short"), "x")
+
+    assert isinstance(error, InvalidRequestError)
+
+
+def test_fetch_error_passes_through_translation():
+    original = ThrottledError("x")
+
+    assert translate_error(original) is original
+
+
+def test_endpoint_follows_aws_service_specific_variable(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1111")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:2222")
+
+    fetcher = SecretsManagerFetcher(region="us-east-1")
+
+    assert fetcher.client.meta.endpoint_url == "http://127.0.0.1:2222"
+
+
+def test_endpoint_follows_aws_global_variable(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1111")
+
+    fetcher = SecretsManagerFetcher(region="us-east-1")
+
+    assert fetcher.client.meta.endpoint_url == "http://127.0.0.1:1111"
+
+
+def test_explicit_endpoint_beats_the_environment(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:2222")
+
+    fetcher = SecretsManagerFetcher(
+        region="us-east-1", endpoint_url="http://127.0.0.1:3333"
+    )
+
+    assert fetcher.client.meta.endpoint_url == "http://127.0.0.1:3333"
+
+
+def test_no_region_is_a_config_error(monkeypatch, tmp_path):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+    with pytest.raises(ConfigError, match="AWS_REGION"):
+        SecretsManagerFetcher()
+
+
+def test_timeouts_reach_the_client():
+    fetcher = SecretsManagerFetcher(
+        region="us-east-1", connect_timeout=1.5, read_timeout=2.5, max_attempts=2
+    )
+
+    config = fetcher.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (1.5, 2.5)
+    assert config.retries["total_max_attempts"] == 2
