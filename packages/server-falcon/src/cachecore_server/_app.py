@@ -1,0 +1,337 @@
+"""The HTTP API of cachecore as a Falcon WSGI app.
+
+Two dialects share one ``SecretCache``: the Go cache server's ``/cache?name=`` (raw
+secret in the body, one plain-text line on error) and AWS's
+``/secretsmanager/get?secretId=`` (GetSecretValue-shaped JSON, and
+``{"__type": ..., "message": ...}`` on error). ``/ping`` answers ``healthy``
+without a token. Every error, whatever raised it, is rendered by one handler from
+one table, so a route cannot answer with a status or body shape of its own.
+
+Query strings are parsed here rather than by Falcon, because a secret name must
+reach Secrets Manager exactly as sent: ``%XX`` escapes are decoded as UTF-8 and
+``+`` stays a plus sign (secret names may hold ``+`` but never a space, and the
+legacy PHP client inserts names without encoding them).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, NoReturn
+from urllib.parse import unquote_to_bytes
+
+import falcon
+
+from cachecore import (
+    AccessDeniedError,
+    CacheError,
+    Config,
+    DecryptionError,
+    FetchError,
+    InvalidRequestError,
+    Lookup,
+    SecretCache,
+    SecretNotFoundError,
+    SecretValue,
+    ThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+__all__ = ["TOKEN_HEADER", "ApiError", "create_app", "parse_query", "secret_document"]
+
+logger = logging.getLogger(__name__)
+
+TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
+_REFUSED_HEADERS = ("X-Forwarded-For", "Forwarded")
+_PLAIN = "text/plain; charset=utf-8"
+_JSON = "application/json"
+_BINARY = "application/octet-stream"
+_TRUE = frozenset({"1", "true"})
+_FALSE = frozenset({"0", "false"})
+_RETRY_AFTER_SECONDS = "1"
+_MAX_ECHO = 64
+
+#: How each error of the library is answered: (class, status, Retry-After?).
+#: Subclasses come before their bases; the first match wins.
+_FETCH_ERROR_STATUS: tuple[tuple[type[FetchError], str, bool], ...] = (
+    (InvalidRequestError, falcon.HTTP_400, False),
+    (SecretNotFoundError, falcon.HTTP_404, False),
+    (AccessDeniedError, falcon.HTTP_403, False),
+    (ThrottledError, falcon.HTTP_429, True),
+    (UpstreamTimeoutError, falcon.HTTP_504, False),
+    (DecryptionError, falcon.HTTP_502, False),
+    (UpstreamUnavailableError, falcon.HTTP_502, False),
+    (FetchError, falcon.HTTP_502, False),
+)
+
+
+class ApiError(Exception):
+    """An answer other than 2xx that the API gives on purpose."""
+
+    def __init__(
+        self,
+        status: str | int,
+        aws_type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.aws_type = aws_type
+        self.message = message
+        self.headers = headers or {}
+
+
+def _bad_parameter(message: str) -> NoReturn:
+    raise ApiError(falcon.HTTP_400, "InvalidParameterException", message)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."
+
+
+def parse_query(raw: str, allowed: Iterable[str]) -> dict[str, str]:
+    """Split a WSGI ``QUERY_STRING`` into parameters, refusing what a route can't use.
+
+    ``%XX`` escapes are decoded and the bytes read as UTF-8; ``+`` is kept as it is.
+    Unknown, repeated and undecodable parameters raise ``ApiError`` (400).
+    """
+    allowed = frozenset(allowed)
+    params: dict[str, str] = {}
+    if not raw:
+        return params
+    for piece in raw.split("&"):
+        if not piece:
+            continue
+        raw_name, _, raw_value = piece.partition("=")
+        try:
+            name = unquote_to_bytes(raw_name.encode("latin-1")).decode("utf-8")
+            value = unquote_to_bytes(raw_value.encode("latin-1")).decode("utf-8")
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            _bad_parameter("the query string is not UTF-8 once %-escapes are decoded")
+        if name not in allowed:
+            _bad_parameter(
+                f"unknown parameter {_shorten(name)!r}; this route takes "
+                + ", ".join(sorted(allowed))
+            )
+        if name in params:
+            _bad_parameter(f"parameter {name!r} is given more than once")
+        params[name] = value
+    return params
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    raw = params.get(name)
+    if raw is None:
+        return False
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    _bad_parameter(f"{name} must be 1, 0, true or false, got {_shorten(raw)!r}")
+
+
+def _required(params: dict[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        _bad_parameter(f"the {name} parameter is required")
+    return value
+
+
+def _optional(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value == "":
+        _bad_parameter(f"the {name} parameter must not be empty")
+    return value
+
+
+def _cache_headers(resp: falcon.Response, lookup: Lookup) -> None:
+    resp.set_header("X-Cache", lookup.state.upper())
+    resp.set_header("Age", str(int(lookup.age)))
+
+
+def _created_date(value: SecretValue) -> str | None:
+    if value.created_date is None:
+        return None
+    return f"{value.created_date.timestamp():.3f}".rstrip("0").rstrip(".")
+
+
+def secret_document(value: SecretValue) -> dict[str, Any]:
+    """The GetSecretValue-shaped JSON object that AWS's extension answers with."""
+    document: dict[str, Any] = {
+        "ARN": value.arn,
+        "Name": value.name,
+        "VersionId": value.version_id,
+    }
+    if value.secret_binary is not None:
+        document["SecretBinary"] = base64.b64encode(value.secret_binary).decode()
+    else:
+        document["SecretString"] = value.secret_string
+    document["VersionStages"] = list(value.version_stages)
+    created = _created_date(value)
+    if created is not None:
+        document["CreatedDate"] = created
+    return document
+
+
+class _LegacyCache:
+    """``/cache?name=N&refresh=0|1``: the Go cache server's dialect."""
+
+    _PARAMS = ("name", "refresh", "versionId", "versionStage")
+
+    def __init__(self, cache: SecretCache) -> None:
+        self._cache = cache
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        params = parse_query(req.query_string, self._PARAMS)
+        lookup = self._cache.lookup(
+            _required(params, "name"),
+            version_id=_optional(params, "versionId"),
+            version_stage=_optional(params, "versionStage"),
+            refresh=_flag(params, "refresh"),
+        )
+
+        value = lookup.value
+        if value.secret_binary is not None:
+            resp.content_type = _BINARY
+            resp.data = value.secret_binary
+        else:
+            resp.content_type = _PLAIN
+            resp.data = (value.secret_string or "").encode("utf-8")
+        _cache_headers(resp, lookup)
+
+    on_post = on_get
+
+
+class _AwsSecret:
+    """``/secretsmanager/get?secretId=N``: the AWS extension's dialect."""
+
+    _PARAMS = ("secretId", "versionId", "versionStage", "refreshNow")
+
+    def __init__(self, cache: SecretCache) -> None:
+        self._cache = cache
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        params = parse_query(req.query_string, self._PARAMS)
+        lookup = self._cache.lookup(
+            _required(params, "secretId"),
+            version_id=_optional(params, "versionId"),
+            version_stage=_optional(params, "versionStage"),
+            refresh=_flag(params, "refreshNow"),
+        )
+
+        resp.content_type = _JSON
+        resp.data = json.dumps(secret_document(lookup.value)).encode("utf-8")
+        _cache_headers(resp, lookup)
+
+
+class _Ping:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = _PLAIN
+        resp.data = b"healthy"
+
+
+class _Guard:
+    """Checks every request before it reaches a route: token, then forwarding."""
+
+    def __init__(self, config: Config) -> None:
+        token = config.token if config.auth == "token" else None
+        self._token = token.encode("utf-8") if token is not None else None
+        self._required = config.auth == "token"
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.set_header("Cache-Control", "no-store")
+        if self._required and req.path != "/ping":
+            sent = req.get_header(TOKEN_HEADER)
+            if not sent:
+                raise ApiError(
+                    falcon.HTTP_401,
+                    "MissingTokenException",
+                    f"the {TOKEN_HEADER} header is required",
+                )
+            expected = self._token or b""
+            if not expected or not hmac.compare_digest(
+                sent.encode("latin-1", "replace"), expected
+            ):
+                raise ApiError(
+                    falcon.HTTP_403,
+                    "InvalidTokenException",
+                    f"the {TOKEN_HEADER} header does not hold the right token",
+                )
+        for header in _REFUSED_HEADERS:
+            if req.get_header(header) is not None:
+                raise ApiError(
+                    falcon.HTTP_400,
+                    "InvalidRequestException",
+                    f"requests carrying {header} are refused: the cache answers "
+                    "local callers only",
+                )
+
+
+def _is_plain_route(req: falcon.Request) -> bool:
+    return req.path in ("/cache", "/ping")
+
+
+def _as_http_error(ex: BaseException) -> ApiError:
+    if isinstance(ex, ApiError):
+        return ex
+    if isinstance(ex, FetchError):
+        for kind, status, retry in _FETCH_ERROR_STATUS:
+            if isinstance(ex, kind):
+                headers = {"Retry-After": _RETRY_AFTER_SECONDS} if retry else None
+                return ApiError(status, ex.code, ex.message, headers)
+    if isinstance(ex, falcon.HTTPMethodNotAllowed):
+        return ApiError(
+            falcon.HTTP_405,
+            "MethodNotAllowedException",
+            "this route does not take that method",
+            dict(ex.headers or {}),
+        )
+    if isinstance(ex, falcon.HTTPNotFound):
+        return ApiError(
+            falcon.HTTP_404,
+            "UnknownOperationException",
+            "no such route; see the README for the routes this server answers",
+        )
+    if isinstance(ex, falcon.HTTPError):
+        return ApiError(ex.status, "InvalidRequestException", ex.title or "bad request")
+    logger.error("unexpected error while answering a request", exc_info=ex)
+    return ApiError(
+        falcon.HTTP_500, "InternalFailure", "internal error; see the server log"
+    )
+
+
+def _render_error(
+    req: falcon.Request, resp: falcon.Response, ex: BaseException, params: Any
+) -> None:
+    error = _as_http_error(ex)
+    resp.status = error.status
+    for name, value in error.headers.items():
+        resp.set_header(name, value)
+    resp.set_header("Cache-Control", "no-store")
+    if _is_plain_route(req):
+        resp.content_type = _PLAIN
+        resp.data = (error.message + "\n").encode("utf-8")
+    else:
+        resp.content_type = _JSON
+        resp.data = json.dumps(
+            {"__type": error.aws_type, "message": error.message}
+        ).encode("utf-8")
+
+
+def create_app(
+    cache: SecretCache, config: Config
+) -> falcon.App[falcon.Request, falcon.Response]:
+    """The WSGI app serving ``cache`` with the auth settings of ``config``."""
+    app = falcon.App(middleware=[_Guard(config)])
+    app.add_route("/cache", _LegacyCache(cache))
+    app.add_route("/secretsmanager/get", _AwsSecret(cache))
+    app.add_route("/ping", _Ping())
+    for kind in (Exception, falcon.HTTPError, CacheError, ApiError):
+        app.add_error_handler(kind, _render_error)
+    return app

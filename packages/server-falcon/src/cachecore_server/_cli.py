@@ -1,0 +1,181 @@
+"""The ``cachecore-server`` command: settings, checks, then a real WSGI server.
+
+Settings come from the command line, then ``CACHECORE_*`` variables, then the
+defaults. Everything that can be wrong with them is found before the server binds
+its port: a bad value, or no token while auth is on, ends the command with exit
+code 2 and one line naming the variable and what it accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from cachecore import (
+    ENV_NAMES,
+    TOKEN_SOURCES,
+    Config,
+    ConfigError,
+    SecretCache,
+    SecretsManagerFetcher,
+)
+
+from ._app import TOKEN_HEADER, create_app
+from ._serve import DEFAULT_THREADS, SERVERS, serve
+
+__all__ = ["main"]
+
+logger = logging.getLogger("cachecore_server")
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cachecore-server",
+        description="Serve AWS Secrets Manager secrets from a local cache over HTTP.",
+        epilog=(
+            "Settings not given here come from CACHECORE_* environment variables "
+            "(CACHECORE_TTL, CACHECORE_MAX_ENTRIES, CACHECORE_TOKEN, CACHECORE_AUTH, "
+            "CACHECORE_HOST, CACHECORE_PORT, CACHECORE_UPSTREAM_TIMEOUT)."
+        ),
+    )
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8015)")
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="gunicorn",
+        help="WSGI server to run (default gunicorn)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=DEFAULT_THREADS,
+        help=f"request threads (default {DEFAULT_THREADS})",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="start an embedded Secrets Manager (moto) with example secrets",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default INFO)",
+    )
+    return parser
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check(config: Config, threads: int) -> None:
+    if not 1 <= threads <= 1024:
+        raise ConfigError(f"--threads must be an integer from 1 to 1024, got {threads}")
+    if config.auth == "token" and config.token is None:
+        raise ConfigError(
+            "no token is set: set one of "
+            + ", ".join(TOKEN_SOURCES)
+            + f" (a value file://PATH is read from that file), or set "
+            f"{ENV_NAMES['auth']}=none to serve without a token"
+        )
+
+
+def _token_in_banner(config: Config, made: bool) -> str | None:
+    if config.auth == "none":
+        return None
+    if made:
+        return config.token
+    return f"${config.token_source}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sidecar; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    demo = None
+    try:
+        config = Config.from_env(os.environ, host=args.host, port=args.port)
+        made_token = False
+        if args.demo and config.auth == "token" and config.token is None:
+            config = replace(
+                config, token=secrets.token_urlsafe(24), token_source="demo"
+            )
+            made_token = True
+        _check(config, args.threads)
+
+        session = None
+        if args.demo:
+            from ._demo import DEMO_REGION, DemoBackend, demo_session
+
+            demo = DemoBackend.start()
+            session = demo_session()
+            config = replace(config, endpoint_url=demo.endpoint_url, region=DEMO_REGION)
+        fetcher = SecretsManagerFetcher.from_config(config, session=session)
+        app = create_app(SecretCache(fetcher, config), config)
+    except ConfigError as exc:
+        if demo is not None:
+            demo.stop()
+        print(f"cachecore-server: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    if not _is_loopback(config.host):
+        logger.warning(
+            "binding %s, which is not a loopback address: other hosts can reach "
+            "the cache",
+            config.host,
+        )
+    if config.auth == "none":
+        logger.warning(
+            "auth is off (CACHECORE_AUTH=none): any local caller gets secrets"
+        )
+    logger.info("starting with %r", config)
+    if demo is not None:
+        from ._demo import banner
+
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        print(
+            banner(
+                f"http://{host}:{config.port}",
+                TOKEN_HEADER,
+                _token_in_banner(config, made_token),
+                made_token,
+            ),
+            flush=True,
+        )
+    try:
+        serve(
+            app,
+            host=config.host,
+            port=config.port,
+            server=args.server,
+            threads=args.threads,
+        )
+    finally:
+        if demo is not None:
+            demo.stop()
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

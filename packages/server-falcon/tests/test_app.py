@@ -1,0 +1,373 @@
+"""The Falcon app against an in-memory fetcher: routes, parsing and the error table."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+
+import falcon.testing
+import pytest
+
+from cachecore import (
+    AccessDeniedError,
+    Config,
+    DecryptionError,
+    FetchError,
+    InvalidRequestError,
+    SecretCache,
+    SecretNotFoundError,
+    SecretValue,
+    ThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from cachecore_server import TOKEN_HEADER, ApiError, create_app, parse_query
+
+TOKEN = "sentinel-token-app-7Hq"
+SENTINEL = "sentinel-secret-value-app-Kp2"
+
+
+class MemoryFetcher:
+    def __init__(self):
+        self.values: dict[str, SecretValue] = {}
+        self.errors: dict[str, Exception] = {}
+        self.calls: list[tuple[str, str | None, str | None]] = []
+
+    def fetch(self, secret_id, *, version_id=None, version_stage=None):
+        self.calls.append((secret_id, version_id, version_stage))
+        if secret_id in self.errors:
+            raise self.errors[secret_id]
+        return self.values[secret_id]
+
+
+@pytest.fixture
+def fetcher():
+    memory = MemoryFetcher()
+    memory.values["db"] = SecretValue(
+        name="db",
+        arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+        version_id="v1",
+        version_stages=("AWSCURRENT",),
+        secret_string=json.dumps({"password": SENTINEL}),
+        created_date=dt.datetime(2026, 1, 2, 3, 4, 5, 250000, tzinfo=dt.UTC),
+    )
+    memory.values["blob"] = SecretValue(name="blob", secret_binary=bytes(range(256)))
+    return memory
+
+
+def make_client(fetcher, **settings):
+    settings.setdefault("token", TOKEN)
+    config = Config(**settings)
+    return falcon.testing.TestClient(create_app(SecretCache(fetcher, config), config))
+
+
+@pytest.fixture
+def client(fetcher):
+    return make_client(fetcher)
+
+
+AUTH = {TOKEN_HEADER: TOKEN}
+
+
+def assert_clean(result):
+    assert SENTINEL not in result.text
+    assert TOKEN not in result.text
+    assert result.headers["cache-control"] == "no-store"
+
+
+# --- query parsing ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("name=a+b", "a+b"),
+        ("name=a%2Bb", "a+b"),
+        ("name=a%20b", "a b"),
+        ("name=%2Fleading/slash", "/leading/slash"),
+        ("name=caf%C3%A9", "café"),
+        ("name=x%3D%40%21", "x=@!"),
+        (
+            "name=arn:aws:secretsmanager:us-east-1:1:secret:db-Ab",
+            "arn:aws:secretsmanager:us-east-1:1:secret:db-Ab",
+        ),
+        ("&name=a&&", "a"),
+    ],
+)
+def test_query_names_arrive_exactly(raw, name):
+    assert parse_query(raw, ["name"]) == {"name": name}
+
+
+def test_raw_utf8_bytes_in_the_query_are_read_as_utf8():
+    raw = "name=café".encode().decode("latin-1")  # how WSGI hands over raw bytes
+
+    assert parse_query(raw, ["name"]) == {"name": "café"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("name=%FF", "not UTF-8"),
+        ("nmae=db", "unknown parameter 'nmae'"),
+        ("name=a&name=b", "more than once"),
+    ],
+)
+def test_query_problems_are_400_naming_the_problem(raw, problem):
+    with pytest.raises(ApiError) as caught:
+        parse_query(raw, ["name"])
+
+    assert caught.value.status == falcon.HTTP_400
+    assert problem in caught.value.message
+
+
+# --- success ---------------------------------------------------------------
+
+
+def test_legacy_route_answers_the_raw_secret_string(client):
+    for method in ("GET", "POST"):
+        result = client.simulate_request(
+            method, "/cache", query_string="name=db&refresh=0", headers=AUTH
+        )
+
+        assert result.status_code == 200
+        assert result.headers["content-type"] == "text/plain; charset=utf-8"
+        assert json.loads(result.text) == {"password": SENTINEL}
+
+
+def test_legacy_route_answers_binary_as_raw_bytes(client):
+    result = client.simulate_get("/cache", query_string="name=blob", headers=AUTH)
+
+    assert result.headers["content-type"] == "application/octet-stream"
+    assert result.content == bytes(range(256))
+
+
+def test_aws_route_answers_get_secret_value_json(client):
+    result = client.simulate_get(
+        "/secretsmanager/get", query_string="secretId=db", headers=AUTH
+    )
+
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "application/json"
+    body = result.json
+    assert body == {
+        "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+        "Name": "db",
+        "VersionId": "v1",
+        "SecretString": json.dumps({"password": SENTINEL}),
+        "VersionStages": ["AWSCURRENT"],
+        "CreatedDate": "1767323045.25",
+    }
+
+
+def test_aws_route_answers_binary_as_base64(client):
+    result = client.simulate_get(
+        "/secretsmanager/get", query_string="secretId=blob", headers=AUTH
+    )
+
+    assert base64.b64decode(result.json["SecretBinary"]) == bytes(range(256))
+    assert "SecretString" not in result.json
+
+
+def test_answers_say_miss_then_hit(client):
+    first = client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+    second = client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert second.headers["age"] == "0"
+    assert first.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/cache", "name=db&refresh=1"),
+        ("/cache", "name=db&refresh=true"),
+        ("/secretsmanager/get", "secretId=db&refreshNow=true"),
+    ],
+)
+def test_refresh_flags_fetch_anew(fetcher, client, path, query):
+    client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+
+    result = client.simulate_get(path, query_string=query, headers=AUTH)
+
+    assert result.headers["x-cache"] == "MISS"
+    assert len(fetcher.calls) == 2
+
+
+def test_version_parameters_reach_the_fetcher(fetcher, client):
+    client.simulate_get(
+        "/secretsmanager/get",
+        query_string="secretId=db&versionStage=AWSPENDING",
+        headers=AUTH,
+    )
+    client.simulate_get("/cache", query_string="name=db&versionId=v1", headers=AUTH)
+
+    assert fetcher.calls == [("db", None, "AWSPENDING"), ("db", "v1", None)]
+
+
+def test_ping_needs_no_token(client):
+    result = client.simulate_get("/ping")
+
+    assert (result.status_code, result.text) == (200, "healthy")
+
+
+# --- errors ----------------------------------------------------------------
+
+
+FETCH_ERRORS = [
+    (SecretNotFoundError, 404, "ResourceNotFoundException"),
+    (AccessDeniedError, 403, "AccessDeniedException"),
+    (ThrottledError, 429, "ThrottlingException"),
+    (UpstreamUnavailableError, 502, "InternalServiceError"),
+    (DecryptionError, 502, "DecryptionFailure"),
+    (UpstreamTimeoutError, 504, "RequestTimeout"),
+    (InvalidRequestError, 400, "InvalidRequestException"),
+    (FetchError, 502, "InternalServiceError"),
+]
+
+
+@pytest.mark.parametrize(("kind", "status", "aws_type"), FETCH_ERRORS)
+def test_fetch_errors_follow_the_error_table_on_the_aws_route(
+    fetcher, client, kind, status, aws_type
+):
+    fetcher.errors["db"] = kind("upstream said no", secret_id="db")
+
+    result = client.simulate_get(
+        "/secretsmanager/get", query_string="secretId=db", headers=AUTH
+    )
+
+    assert result.status_code == status
+    assert result.headers["content-type"] == "application/json"
+    assert result.json == {"__type": aws_type, "message": "upstream said no"}
+    assert ("retry-after" in result.headers) == (status == 429)
+    assert_clean(result)
+
+
+@pytest.mark.parametrize(("kind", "status", "aws_type"), FETCH_ERRORS)
+def test_fetch_errors_follow_the_error_table_on_the_legacy_route(
+    fetcher, client, kind, status, aws_type
+):
+    fetcher.errors["db"] = kind("upstream said no", secret_id="db")
+
+    result = client.simulate_post("/cache", query_string="name=db", headers=AUTH)
+
+    assert result.status_code == status
+    assert result.headers["content-type"] == "text/plain; charset=utf-8"
+    assert result.text == "upstream said no\n"
+    assert_clean(result)
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "problem"),
+    [
+        ("/cache", "", "the name parameter is required"),
+        ("/cache", "name=", "the name parameter is required"),
+        ("/cache", "name=db&refresh=maybe", "refresh must be 1, 0, true or false"),
+        ("/cache", "name=db&versionStage=", "versionStage parameter must not be empty"),
+        ("/secretsmanager/get", "", "the secretId parameter is required"),
+        ("/secretsmanager/get", "secretId=db&bogus=1", "unknown parameter 'bogus'"),
+        ("/secretsmanager/get", "secretId=db&refreshNow=yes", "refreshNow must be"),
+        ("/secretsmanager/get", "secretId=a%00b", "control characters"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_problem(
+    fetcher, client, path, query, problem
+):
+    result = client.simulate_get(path, query_string=query, headers=AUTH)
+
+    assert result.status_code == 400
+    assert problem in result.text
+    assert fetcher.calls == []
+    assert_clean(result)
+
+
+def test_missing_token_is_401(client):
+    for path, query in (("/cache", "name=db"), ("/secretsmanager/get", "secretId=db")):
+        result = client.simulate_get(path, query_string=query)
+
+        assert result.status_code == 401
+        assert TOKEN_HEADER in result.text
+        assert_clean(result)
+
+
+def test_empty_token_is_401(client):
+    result = client.simulate_get(
+        "/secretsmanager/get", query_string="secretId=db", headers={TOKEN_HEADER: ""}
+    )
+
+    assert result.status_code == 401
+
+
+@pytest.mark.parametrize("sent", ["wrong", TOKEN + "x", TOKEN[:-1], "é"])
+def test_wrong_token_is_403(fetcher, client, sent):
+    result = client.simulate_get(
+        "/secretsmanager/get",
+        query_string="secretId=db",
+        headers={TOKEN_HEADER: sent.encode().decode("latin-1")},
+    )
+
+    assert result.status_code == 403
+    assert result.json["__type"] == "InvalidTokenException"
+    assert fetcher.calls == []
+    assert_clean(result)
+
+
+def test_auth_none_serves_without_a_token(fetcher):
+    client = make_client(fetcher, token=None, auth="none")
+
+    result = client.simulate_post("/cache", query_string="name=db&refresh=0")
+
+    assert result.status_code == 200
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded"])
+def test_forwarded_requests_are_refused(fetcher, client, header):
+    result = client.simulate_get(
+        "/secretsmanager/get",
+        query_string="secretId=db",
+        headers={**AUTH, header: "203.0.113.7"},
+    )
+
+    assert result.status_code == 400
+    assert header in result.json["message"]
+    assert fetcher.calls == []
+
+
+def test_wrong_method_is_405_with_allow(client):
+    result = client.simulate_post(
+        "/secretsmanager/get", query_string="secretId=db", headers=AUTH
+    )
+
+    assert result.status_code == 405
+    assert result.json["__type"] == "MethodNotAllowedException"
+    assert "GET" in result.headers["allow"]
+
+
+def test_unknown_route_is_404_without_a_secret_lookup(fetcher, client):
+    result = client.simulate_get("/secretsmanager/../cache", headers=AUTH)
+
+    assert result.status_code == 404
+    assert result.json["__type"] == "UnknownOperationException"
+    assert fetcher.calls == []
+
+
+def test_unexpected_error_is_500_without_details(fetcher, client):
+    fetcher.errors["db"] = RuntimeError(SENTINEL)
+
+    result = client.simulate_get(
+        "/secretsmanager/get", query_string="secretId=db", headers=AUTH
+    )
+
+    assert result.status_code == 500
+    assert result.json["__type"] == "InternalFailure"
+    assert_clean(result)
+
+
+def test_bad_request_then_good_request_still_answers(fetcher, client):
+    fetcher.errors["missing"] = SecretNotFoundError("gone", secret_id="missing")
+
+    bad = client.simulate_get("/cache", query_string="name=missing", headers=AUTH)
+    good = client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+
+    assert (bad.status_code, good.status_code) == (404, 200)

@@ -1,0 +1,82 @@
+"""Start-up checks of cachecore-server that end before any port is bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from cachecore_server import main
+
+TOKEN_VARIABLES = (
+    "CACHECORE_TOKEN",
+    "AWS_TOKEN",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "CACHECORE_AUTH",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in TOKEN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("CACHECORE_TTL", "abc"),
+        ("CACHECORE_PORT", "99999"),
+        ("CACHECORE_MAX_ENTRIES", "-3"),
+        ("CACHECORE_AUTH", "off"),
+        ("CACHECORE_UPSTREAM_TIMEOUT", "soon"),
+    ],
+)
+def test_bad_setting_stops_start_with_exit_2_naming_it(
+    monkeypatch, capsys, variable, raw
+):
+    monkeypatch.setenv("CACHECORE_TOKEN", "t")
+    monkeypatch.setenv(variable, raw)
+
+    assert main([]) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith(f"cachecore-server: {variable} must be")
+    assert err.count("\n") == 1
+
+
+def test_no_token_source_stops_start_and_says_what_to_set(capsys):
+    assert main([]) == 2
+
+    err = capsys.readouterr().err
+    for name in ("CACHECORE_TOKEN", "AWS_SESSION_TOKEN", "CACHECORE_AUTH=none"):
+        assert name in err
+
+
+def test_bad_threads_stops_start(monkeypatch, capsys):
+    monkeypatch.setenv("CACHECORE_AUTH", "none")
+
+    assert main(["--threads", "0"]) == 2
+
+    assert "--threads must be an integer from 1 to 1024" in capsys.readouterr().err
+
+
+def test_unreadable_token_file_stops_start_without_reading_it(
+    monkeypatch, capsys, tmp_path
+):
+    monkeypatch.setenv("CACHECORE_TOKEN", f"file://{tmp_path}/missing")
+
+    assert main([]) == 2
+
+    assert "CACHECORE_TOKEN names the token file" in capsys.readouterr().err
+
+
+def test_no_region_stops_start(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("CACHECORE_AUTH", "none")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+    assert main([]) == 2
+
+    assert "no AWS region is set" in capsys.readouterr().err
