@@ -1,0 +1,62 @@
+"""Every task of the repository: tests, lint, types, and the demo.
+
+Run through ./dev, which makes a virtual environment with nox in it; or with a nox
+of your own: `nox -s tests`.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "types", "tests"]
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+PACKAGES = (
+    "packages/cachecore",
+    "packages/server-falcon[demo]",
+    "packages/lambda-ext",
+    "packages/client-py",
+)
+TEST_TOOLS = ("pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "boto3>=1.34")
+SOURCES = (
+    "packages/cachecore/src",
+    "packages/server-falcon/src",
+    "packages/lambda-ext/src",
+    "packages/client-py/src",
+)
+
+
+def _install_packages(session: nox.Session) -> None:
+    editable = [arg for package in PACKAGES for arg in ("-e", package)]
+    session.install(*editable, *TEST_TOOLS)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests of each package, then the end-to-end tests with real processes."""
+    _install_packages(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: the lint rules and the formatting of pyproject.toml."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    """mypy --strict over the source of every package."""
+    _install_packages(session)
+    session.install("mypy>=1.10")
+    session.run("mypy", *SOURCES)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The sidecar on 127.0.0.1:8015 in front of an embedded Secrets Manager."""
+    session.install("-e", "packages/cachecore", "-e", "packages/server-falcon[demo]")
+    session.run("cachecore-server", "--demo", *session.posargs, external=False)

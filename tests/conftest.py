@@ -1,0 +1,93 @@
+"""Real parts for the end-to-end tests: moto in server mode and cachecore-server,
+each a subprocess on a free loopback port, reached over HTTP.
+
+Every test makes secrets under a name of its own, so one moto serves the session.
+Every process a fixture starts is stopped by that fixture, by its own pid.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from support import (
+    HOST,
+    REGION,
+    Sidecar,
+    free_port,
+    server_command,
+    sidecar_env,
+    stop,
+    wait_for_port,
+)
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process, "moto_server")
+        yield f"http://{HOST}:{port}"
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def secretsmanager(moto_url: str):  # type: ignore[no-untyped-def]
+    client = boto3.client(
+        "secretsmanager",
+        endpoint_url=moto_url,
+        region_name=REGION,
+        aws_access_key_id="test-key",
+        aws_secret_access_key="test-secret",
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Names of secrets that no other test uses."""
+    run = uuid.uuid4().hex[:8]
+    return lambda name: f"e2e-{run}/{name}"
+
+
+@pytest.fixture
+def start_sidecar(moto_url: str) -> Iterator[Callable[..., Sidecar]]:
+    """Start cachecore-server with the given environment; stopped after the test."""
+    started: list[Sidecar] = []
+    logs = tempfile.TemporaryDirectory()
+
+    def start(
+        *args: str, server: str = "gunicorn", env: dict[str, str] | None = None
+    ) -> Sidecar:
+        port = free_port()
+        log = Path(logs.name) / f"sidecar-{port}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [*server_command(), "--server", server, "--port", str(port), *args],
+                env=env if env is not None else sidecar_env(moto_url),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        sidecar = Sidecar(port, process, log)
+        started.append(sidecar)
+        wait_for_port(port, process, f"cachecore-server ({server})", log)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.stop()
+    logs.cleanup()
