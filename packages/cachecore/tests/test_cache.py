@@ -14,6 +14,7 @@ from cachecore import (
 
 
 def make_cache(fetcher, clock, **settings):
+    settings.setdefault("ttl_jitter", 0)
     return SecretCache(fetcher, Config(**settings), clock=clock)
 
 
@@ -180,7 +181,7 @@ def test_slow_miss_on_one_key_does_not_delay_another_key(fetcher, clock):
     assert not slow.is_alive()
 
 
-def test_error_reaches_every_waiter_and_is_not_cached(fetcher, clock, poll):
+def test_error_reaches_every_waiter_and_is_retried_after_backoff(fetcher, clock, poll):
     cache = make_cache(fetcher, clock)
     fetcher.errors["db"] = SecretNotFoundError("no such secret", secret_id="db")
     fetcher.gate = threading.Event()
@@ -195,6 +196,10 @@ def test_error_reaches_every_waiter_and_is_not_cached(fetcher, clock, poll):
     assert len(fetcher.calls) == 1
     fetcher.gate = None
     del fetcher.errors["db"]
+    with pytest.raises(SecretNotFoundError):  # within the backoff: no call
+        cache.get("db")
+    assert len(fetcher.calls) == 1
+    clock.advance(1.0)
     assert cache.get("db").secret_string == "db@0"
     assert len(fetcher.calls) == 2
     assert cache.stats().upstream_errors == 1
@@ -207,6 +212,7 @@ def test_unexpected_fetcher_exception_frees_the_key(fetcher, clock):
     with pytest.raises(RuntimeError):
         cache.get("db")
     del fetcher.errors["db"]
+    # Not a FetchError: no backoff is recorded, the next read tries again.
 
     assert cache.get("db").secret_string == "db@0"
 

@@ -1,26 +1,50 @@
 """``SecretCache``: the cache policy, independent of any server or backend.
 
 Entries are keyed by ``(secret_id, version_id, version_stage)`` exactly as the caller
-asked, so a name and its ARN are two entries. An entry is fresh for ``ttl`` seconds
-of the injected monotonic clock; the number of entries is bounded and the least
-recently read one is evicted first. Concurrent misses for one key share one call
-to the fetcher (single flight), and a forced refresh joins a call already under way
-for its key. One lock guards the cache's own state and is never held while the
-fetcher runs, so a slow miss on one key delays no other key.
+asked, so a name and its ARN are two entries. Each entry holds the last value and
+the state of the key's failures:
+
+- a value is fresh for ``ttl`` seconds of the injected monotonic clock, shortened
+  at random by up to ``ttl_jitter`` so that a fleet started together does not
+  refetch together; the number of entries is bounded and the least recently used
+  is evicted first;
+- concurrent misses for one key share one call to the fetcher (single flight); a
+  forced refresh joins a call under way, and reaches the fetcher at most once per
+  ``refresh_min_interval`` per key;
+- after a failure the key backs off (``backoff_base_seconds * backoff_growth **
+  (n - 1)``, capped): until then callers get the stored error, or the stored value,
+  at once and without a call;
+- a transient failure (throttling, 5xx, timeout, connection) serves the stored
+  value marked ``stale``, up to ``max_stale`` seconds past its expiry; a permanent
+  one (denied, not found, decryption, invalid request such as a secret scheduled
+  for deletion) drops the stored value and is raised, so a revocation is never
+  masked.
+
+One lock guards the cache's own state and is never held while the fetcher runs, so
+a slow miss on one key delays no other key.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NoReturn
 
 from ._config import Config
-from ._errors import InvalidRequestError, UpstreamUnavailableError
+from ._errors import (
+    AccessDeniedError,
+    FetchError,
+    InvalidRequestError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from ._fetchers import Fetcher
 from ._value import SecretValue
 
@@ -33,6 +57,11 @@ CacheKey = tuple[str, str | None, str | None]
 MAX_SECRET_ID_BYTES = 2048
 MAX_VERSION_STAGE_CHARS = 256
 MAX_VERSION_ID_CHARS = 64
+PREFETCH_BATCH = 20
+_MAX_BACKOFF_EXPONENT = 64
+_NEVER = -math.inf
+
+State = Literal["hit", "miss", "stale"]
 
 
 def _has_control_character(text: str) -> bool:
@@ -87,12 +116,14 @@ def check_secret_id(
 class Lookup:
     """A value and how the cache came by it.
 
-    ``state`` is ``"hit"`` when the value came from the cache and ``"miss"`` when
-    this call (or one it joined) fetched it; ``age`` is seconds since the fetch.
+    ``state`` is ``"hit"`` when the value came from the cache, ``"miss"`` when this
+    call (or one it joined) fetched it, and ``"stale"`` when the backend failed
+    transiently and the stored value was served instead; ``age`` is seconds since
+    the value was fetched.
     """
 
     value: SecretValue
-    state: Literal["hit", "miss"]
+    state: State
     age: float
 
 
@@ -100,44 +131,69 @@ class Lookup:
 class CacheStats:
     """Counters since the cache was made, and the current number of entries.
 
-    ``misses`` counts every lookup not answered from the cache; of those,
-    ``coalesced`` joined a call already under way instead of making one.
+    ``hits`` counts lookups answered from the cache without a call, ``misses``
+    those that needed the fetcher (of which ``coalesced`` joined a call already
+    under way), ``backoff_errors`` those answered with the stored error of a key
+    that is backing off. ``stale`` counts answers marked stale, whether after a
+    failed call or during a backoff.
     """
 
     hits: int
     misses: int
+    stale: int
     upstream_calls: int
     upstream_errors: int
     coalesced: int
+    backoff_errors: int
     evictions: int
     entries: int
 
 
 class _Entry:
-    __slots__ = ("expires_at", "value")
+    """What the cache knows of one key: its last value and its failures."""
 
-    def __init__(self, value: SecretValue, expires_at: float) -> None:
-        self.value = value
-        self.expires_at = expires_at
+    __slots__ = (
+        "error",
+        "expires_at",
+        "failures",
+        "refreshed_at",
+        "retry_at",
+        "value",
+    )
+
+    def __init__(self) -> None:
+        self.value: SecretValue | None = None
+        self.expires_at = _NEVER
+        self.error: FetchError | None = None
+        self.failures = 0
+        self.retry_at = _NEVER
+        self.refreshed_at = _NEVER
 
 
 class _Flight:
     """One call to the fetcher that several callers wait on."""
 
-    __slots__ = ("done", "error", "value")
+    __slots__ = ("done", "error", "forced", "lookup")
 
-    def __init__(self) -> None:
+    def __init__(self, forced: bool) -> None:
         self.done = threading.Event()
-        self.value: SecretValue | None = None
+        self.forced = forced
+        self.lookup: Lookup | None = None
         self.error: BaseException | None = None
+
+
+def _raise(error: BaseException) -> NoReturn:
+    # The same stored error is raised to many callers: drop the traceback of the
+    # last raise so that it does not grow with every one.
+    raise error.with_traceback(None)
 
 
 class SecretCache:
     """A thread-safe cache of secret values in front of a ``Fetcher``.
 
-    ``config`` supplies ``ttl`` (seconds; 0 sends every read to the fetcher and keeps
-    nothing) and ``max_entries``. ``clock`` is a monotonic clock in seconds; tests
-    pass a fake one.
+    ``config`` supplies the policy (see ``Config``). ``clock`` is a monotonic clock
+    in seconds and ``random`` a source of floats in [0, 1) for the TTL jitter;
+    tests pass fakes of both.
     """
 
     def __init__(
@@ -146,20 +202,28 @@ class SecretCache:
         config: Config | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = random.random,
     ) -> None:
         self._fetcher = fetcher
-        self._config = config if config is not None else Config()
-        self._ttl = float(self._config.ttl)
-        self._max_entries = self._config.max_entries
+        self._config = config = config if config is not None else Config()
+        self._ttl = float(config.ttl)
+        self._jitter = config.ttl_jitter
+        self._ahead = config.refresh_ahead * config.ttl
+        self._max_entries = config.max_entries
         self._clock = clock
+        self._random = random
         self._lock = threading.Lock()
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._flights: dict[CacheKey, _Flight] = {}
+        self._background: ThreadPoolExecutor | None = None
+        self._batch_denied = False
         self._hits = 0
         self._misses = 0
+        self._stale = 0
         self._upstream_calls = 0
         self._upstream_errors = 0
         self._coalesced = 0
+        self._backoff_errors = 0
         self._evictions = 0
 
     @property
@@ -182,8 +246,9 @@ class SecretCache:
     ) -> SecretValue:
         """Return the value of a secret, from the cache when it is fresh.
 
-        ``refresh=True`` skips the cached value and fetches anew (sharing a fetch
-        already under way for the same key). Raises ``FetchError`` subclasses.
+        ``refresh=True`` asks the backend anew (within ``refresh_min_interval`` of
+        the last forced refresh of the key, the value that one fetched is
+        returned). Raises ``FetchError`` subclasses.
         """
         return self.lookup(
             secret_id,
@@ -200,72 +265,269 @@ class SecretCache:
         version_stage: str | None = None,
         refresh: bool = False,
     ) -> Lookup:
-        """Like ``get``, but also say whether the value was a hit and how old it is."""
+        """Like ``get``, but also say how the value was come by and how old it is."""
         key: CacheKey = (secret_id, version_id, version_stage)
         with self._lock:
-            if not refresh:
-                entry = self._entries.get(key)
-                if entry is not None:
-                    now = self._clock()
-                    if now < entry.expires_at:
-                        self._entries.move_to_end(key)
-                        self._hits += 1
-                        return Lookup(entry.value, "hit", now - entry.value.fetched_at)
+            now = self._clock()
+            entry = self._entries.get(key)
+            if entry is not None:
+                answer = self._answer_from_entry(key, entry, now, refresh)
+                if answer is not None:
+                    return answer
+                if now < entry.retry_at and entry.error is not None:
+                    self._entries.move_to_end(key)
+                    self._backoff_errors += 1
+                    error: BaseException = entry.error
+                    _raise(error)
+            check_secret_id(secret_id, version_id, version_stage)
             self._misses += 1
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:
-                flight = self._flights[key] = _Flight()
+                flight = self._flights[key] = _Flight(forced=refresh)
             else:
                 self._coalesced += 1
+                flight.forced = flight.forced or refresh
 
         if leader:
-            return self._fetch(key, flight)
-        logger.debug("waiting on the fetch under way for %s", secret_id)
-        flight.done.wait()
-        if flight.error is not None:
-            raise flight.error
-        assert flight.value is not None  # set whenever error is not
-        return Lookup(flight.value, "miss", self._clock() - flight.value.fetched_at)
+            lookup = self._fetch(key, flight)
+        else:
+            logger.debug("waiting on the fetch under way for %s", secret_id)
+            flight.done.wait()
+            if flight.error is not None:
+                _raise(flight.error)
+            assert flight.lookup is not None  # set whenever error is not
+            lookup = flight.lookup
+        if lookup.state == "stale":
+            with self._lock:
+                self._stale += 1
+        return lookup
+
+    def _answer_from_entry(
+        self, key: CacheKey, entry: _Entry, now: float, refresh: bool
+    ) -> Lookup | None:
+        """Answer from what the entry holds, or ``None`` when the fetcher must run.
+
+        Called with the lock held.
+        """
+        value = entry.value
+        if value is None:
+            return None
+        age = now - value.fetched_at
+        backing_off = now < entry.retry_at
+        if now < entry.expires_at:
+            if not refresh:
+                self._entries.move_to_end(key)
+                self._hits += 1
+                if self._ahead and now >= entry.expires_at - self._ahead:
+                    self._refresh_ahead(key, entry, now)
+                return Lookup(value, "hit", age)
+            if now - entry.refreshed_at < self._config.refresh_min_interval:
+                self._entries.move_to_end(key)
+                self._hits += 1
+                return Lookup(value, "hit", age)
+        if backing_off and now <= entry.expires_at + self._config.max_stale:
+            self._entries.move_to_end(key)
+            self._stale += 1
+            return Lookup(value, "stale", age)
+        return None
+
+    def _refresh_ahead(self, key: CacheKey, entry: _Entry, now: float) -> None:
+        """Start a background fetch of a key read late in its TTL (lock held)."""
+        if key in self._flights or now < entry.retry_at:
+            return
+        flight = self._flights[key] = _Flight(forced=False)
+        if self._background is None:
+            self._background = ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix="cachecore-refresh-ahead"
+            )
+        logger.debug("refreshing %s ahead of its expiry", key[0])
+        self._background.submit(self._fetch_quietly, key, flight)
+
+    def _fetch_quietly(self, key: CacheKey, flight: _Flight) -> None:
+        try:
+            self._fetch(key, flight)
+        except Exception:  # already recorded in the entry and given to any waiter
+            logger.debug("background refresh of %s failed", key[0])
 
     def _fetch(self, key: CacheKey, flight: _Flight) -> Lookup:
         secret_id, version_id, version_stage = key
-        called = False
+        logger.debug("fetching %s", secret_id)
         try:
-            check_secret_id(secret_id, version_id, version_stage)
-            logger.debug("miss for %s, fetching", secret_id)
-            called = True
             value = self._fetcher.fetch(
                 secret_id, version_id=version_id, version_stage=version_stage
             )
-            now = self._clock()
-            value = replace(value, fetched_at=now)
-        except BaseException as exc:
+        except FetchError as exc:
             with self._lock:
-                self._flights.pop(key, None)
-                self._upstream_calls += called
-                self._upstream_errors += called
-            if isinstance(exc, Exception):
+                self._upstream_calls += 1
+                self._upstream_errors += 1
+                lookup = self._record_failure(key, exc, self._clock())
+                del self._flights[key]
+            if lookup is None:
                 flight.error = exc
             else:
-                flight.error = UpstreamUnavailableError(
+                flight.lookup = lookup
+            flight.done.set()
+            if lookup is None:
+                raise
+            return lookup
+        except BaseException as exc:
+            with self._lock:
+                self._upstream_calls += 1
+                self._upstream_errors += 1
+                del self._flights[key]
+            flight.error = (
+                exc
+                if isinstance(exc, Exception)
+                else UpstreamUnavailableError(
                     "the fetch was interrupted", secret_id=secret_id
                 )
+            )
             flight.done.set()
             raise
 
         with self._lock:
-            self._flights.pop(key, None)
             self._upstream_calls += 1
-            if self._ttl > 0:
-                self._entries[key] = _Entry(value, now + self._ttl)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
-                    self._evictions += 1
-        flight.value = value
+            now = self._clock()
+            value = replace(value, fetched_at=now)
+            self._store(key, value, now, forced=flight.forced)
+            del self._flights[key]
+        flight.lookup = lookup = Lookup(value, "miss", 0.0)
         flight.done.set()
-        return Lookup(value, "miss", 0.0)
+        return lookup
+
+    def _store(
+        self, key: CacheKey, value: SecretValue, now: float, forced: bool
+    ) -> None:
+        """Keep a fetched value and clear the key's failures (lock held)."""
+        if self._ttl <= 0:
+            self._entries.pop(key, None)
+            return
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+        entry.value = value
+        entry.expires_at = now + self._ttl * (1.0 - self._jitter * self._random())
+        entry.error = None
+        entry.failures = 0
+        entry.retry_at = _NEVER
+        if forced:
+            entry.refreshed_at = now
+        self._entries.move_to_end(key)
+        self._evict()
+
+    def _record_failure(
+        self, key: CacheKey, error: FetchError, now: float
+    ) -> Lookup | None:
+        """Start or lengthen the key's backoff; the stale answer, if any (lock held)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+        entry.failures = min(entry.failures + 1, _MAX_BACKOFF_EXPONENT)
+        entry.error = error
+        entry.retry_at = now + self.backoff(entry.failures)
+        self._entries.move_to_end(key)
+        self._evict()
+        value = entry.value
+        if not error.transient:
+            if value is not None:
+                logger.info("%s: %s, dropping the cached value", key[0], error.code)
+            entry.value = None
+            entry.expires_at = _NEVER
+            return None
+        if value is None or now > entry.expires_at + self._config.max_stale:
+            return None
+        logger.warning(
+            "%s: %s, serving the cached value %.0fs old",
+            key[0],
+            error.code,
+            now - value.fetched_at,
+        )
+        return Lookup(value, "stale", now - value.fetched_at)
+
+    def backoff(self, failures: int) -> float:
+        """Seconds a key waits after ``failures`` failures in a row."""
+        config = self._config
+        exponent = min(max(failures, 1), _MAX_BACKOFF_EXPONENT) - 1
+        delay = config.backoff_base_seconds * config.backoff_growth**exponent
+        return min(delay, config.backoff_max_seconds)
+
+    def _evict(self) -> None:
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+            self._evictions += 1
+
+    def prefetch(
+        self, secret_ids: Iterable[str], *, timeout: float = 10.0
+    ) -> dict[str, FetchError]:
+        """Fetch the current value of each id now; return the ids that failed.
+
+        Uses the fetcher's ``fetch_many`` (BatchGetSecretValue, 20 ids a call) when
+        it has one, and single fetches otherwise or where the batch call is denied.
+        No new call starts after ``timeout`` seconds: the ids not reached by then
+        fail with ``UpstreamTimeoutError``. An id that fails does not fail others.
+        """
+        failed: dict[str, FetchError] = {}
+        pending: list[str] = []
+        for secret_id in dict.fromkeys(secret_ids):
+            try:
+                check_secret_id(secret_id)
+            except InvalidRequestError as exc:
+                failed[secret_id] = exc
+            else:
+                pending.append(secret_id)
+
+        deadline = self._clock() + timeout
+        for start in range(0, len(pending), PREFETCH_BATCH):
+            chunk = pending[start : start + PREFETCH_BATCH]
+            if self._clock() >= deadline:
+                for secret_id in pending[start:]:
+                    failed[secret_id] = UpstreamTimeoutError(
+                        f"prefetch ran out of its {timeout:g}s before reaching it",
+                        secret_id=secret_id,
+                    )
+                break
+            values, errors = self._fetch_chunk(chunk)
+            failed.update(errors)
+            with self._lock:
+                now = self._clock()
+                for secret_id, value in values.items():
+                    self._store(
+                        (secret_id, None, None),
+                        replace(value, fetched_at=now),
+                        now,
+                        forced=False,
+                    )
+        logger.info(
+            "prefetched %d of %d secrets", len(pending) - len(failed), len(pending)
+        )
+        return failed
+
+    def _fetch_chunk(
+        self, chunk: list[str]
+    ) -> tuple[dict[str, SecretValue], dict[str, FetchError]]:
+        fetch_many = getattr(self._fetcher, "fetch_many", None)
+        if fetch_many is not None and not self._batch_denied:
+            try:
+                with self._lock:
+                    self._upstream_calls += 1
+                found, failed = fetch_many(chunk)
+                return dict(found), dict(failed)
+            except AccessDeniedError:
+                logger.info("BatchGetSecretValue is denied; prefetching one by one")
+                self._batch_denied = True
+            except FetchError as exc:
+                return {}, {secret_id: exc for secret_id in chunk}
+        values: dict[str, SecretValue] = {}
+        errors: dict[str, FetchError] = {}
+        for secret_id in chunk:
+            with self._lock:
+                self._upstream_calls += 1
+            try:
+                values[secret_id] = self._fetcher.fetch(secret_id)
+            except FetchError as exc:
+                errors[secret_id] = exc
+        return values, errors
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
@@ -273,9 +535,11 @@ class SecretCache:
             return CacheStats(
                 hits=self._hits,
                 misses=self._misses,
+                stale=self._stale,
                 upstream_calls=self._upstream_calls,
                 upstream_errors=self._upstream_errors,
                 coalesced=self._coalesced,
+                backoff_errors=self._backoff_errors,
                 evictions=self._evictions,
                 entries=len(self._entries),
             )
@@ -284,13 +548,17 @@ class SecretCache:
         return len(self._entries)
 
     def clear(self) -> None:
-        """Forget every cached value (fetches under way still finish)."""
+        """Forget every cached value and failure (fetches under way still finish)."""
         with self._lock:
             self._entries.clear()
 
     def close(self) -> None:
-        """Forget every value and close the fetcher's connections."""
+        """Forget everything, stop background refreshes, close the fetcher."""
         self.clear()
+        with self._lock:
+            background, self._background = self._background, None
+        if background is not None:
+            background.shutdown(wait=False, cancel_futures=True)
         close = getattr(self._fetcher, "close", None)
         if close is not None:
             close()

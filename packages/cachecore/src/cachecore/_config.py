@@ -43,6 +43,13 @@ ENV_AUTH = "CACHECORE_AUTH"
 ENV_HOST = "CACHECORE_HOST"
 ENV_PORT = "CACHECORE_PORT"
 ENV_UPSTREAM_TIMEOUT = "CACHECORE_UPSTREAM_TIMEOUT"
+ENV_TTL_JITTER = "CACHECORE_TTL_JITTER"
+ENV_REFRESH_MIN_INTERVAL = "CACHECORE_REFRESH_MIN_INTERVAL"
+ENV_MAX_STALE = "CACHECORE_MAX_STALE"
+ENV_BACKOFF_BASE = "CACHECORE_BACKOFF_BASE_SECONDS"
+ENV_BACKOFF_GROWTH = "CACHECORE_BACKOFF_GROWTH"
+ENV_BACKOFF_MAX = "CACHECORE_BACKOFF_MAX_SECONDS"
+ENV_REFRESH_AHEAD = "CACHECORE_REFRESH_AHEAD"
 
 #: Where the HTTP token comes from: the first of these that is set and not empty.
 TOKEN_SOURCES = (
@@ -57,10 +64,20 @@ DEFAULT_MAX_ENTRIES = 1000
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8015
 DEFAULT_UPSTREAM_TIMEOUT = 5.0
+DEFAULT_TTL_JITTER = 0.1
+DEFAULT_REFRESH_MIN_INTERVAL = 1.0
+DEFAULT_MAX_STALE = 3600.0
+DEFAULT_BACKOFF_BASE = 1.0
+DEFAULT_BACKOFF_GROWTH = 2.0
+DEFAULT_BACKOFF_MAX = 60.0
+DEFAULT_REFRESH_AHEAD = 0.0
 
 MAX_TTL = 86400
 MAX_ENTRIES_LIMIT = 10_000_000
 MAX_UPSTREAM_TIMEOUT = 300.0
+MAX_STALE_LIMIT = 604800.0
+MAX_REFRESH_MIN_INTERVAL = 3600.0
+MAX_BACKOFF = 86400.0
 
 AuthMode = Literal["token", "none"]
 _AUTH_MODES: tuple[AuthMode, ...] = ("token", "none")
@@ -85,10 +102,22 @@ def _integer(label: str, raw: object, low: int, high: int) -> int:
     return value
 
 
-def _seconds(label: str, raw: object, high: float) -> float:
-    rule = (
-        f"{label} must be a number of seconds above 0 and at most {high:g}, got {raw!r}"
+def _number(
+    label: str,
+    raw: object,
+    low: float,
+    high: float,
+    *,
+    unit: str = "seconds",
+    above_low: bool = False,
+) -> float:
+    what = f"a number of {unit}" if unit else "a number"
+    bounds = (
+        f"above {low:g} and at most {high:g}"
+        if above_low
+        else f"from {low:g} to {high:g}"
     )
+    rule = f"{label} must be {what} {bounds}, got {raw!r}"
     if isinstance(raw, bool):
         raise ConfigError(rule)
     if isinstance(raw, int | float):
@@ -100,9 +129,14 @@ def _seconds(label: str, raw: object, high: float) -> float:
             raise ConfigError(rule) from None
     else:
         raise ConfigError(rule)
-    if not (math.isfinite(value) and 0 < value <= high):
+    inside = low < value <= high if above_low else low <= value <= high
+    if not (math.isfinite(value) and inside):
         raise ConfigError(rule)
     return value
+
+
+def _seconds(label: str, raw: object, high: float) -> float:
+    return _number(label, raw, 0, high, above_low=True)
 
 
 def _auth(label: str, raw: object) -> AuthMode:
@@ -169,6 +203,15 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "upstream_timeout": lambda label, raw: _seconds(label, raw, MAX_UPSTREAM_TIMEOUT),
     "region": _optional_text,
     "endpoint_url": _optional_text,
+    "ttl_jitter": lambda label, raw: _number(label, raw, 0, 0.5, unit=""),
+    "refresh_min_interval": lambda label, raw: _number(
+        label, raw, 0, MAX_REFRESH_MIN_INTERVAL
+    ),
+    "max_stale": lambda label, raw: _number(label, raw, 0, MAX_STALE_LIMIT),
+    "backoff_base_seconds": lambda label, raw: _seconds(label, raw, MAX_BACKOFF),
+    "backoff_growth": lambda label, raw: _number(label, raw, 1, 10, unit=""),
+    "backoff_max_seconds": lambda label, raw: _seconds(label, raw, MAX_BACKOFF),
+    "refresh_ahead": lambda label, raw: _number(label, raw, 0, 0.9, unit=""),
 }
 
 #: The environment variable of each setting that has one.
@@ -179,6 +222,13 @@ ENV_NAMES = {
     "host": ENV_HOST,
     "port": ENV_PORT,
     "upstream_timeout": ENV_UPSTREAM_TIMEOUT,
+    "ttl_jitter": ENV_TTL_JITTER,
+    "refresh_min_interval": ENV_REFRESH_MIN_INTERVAL,
+    "max_stale": ENV_MAX_STALE,
+    "backoff_base_seconds": ENV_BACKOFF_BASE,
+    "backoff_growth": ENV_BACKOFF_GROWTH,
+    "backoff_max_seconds": ENV_BACKOFF_MAX,
+    "refresh_ahead": ENV_REFRESH_AHEAD,
 }
 
 
@@ -188,6 +238,15 @@ class Config:
 
     Times are in seconds. ``token`` is never shown by ``repr``; ``token_source``
     names the variable it came from (or ``"argument"``).
+
+    The cache policy: a value is fresh for ``ttl`` seconds, shortened at random by
+    up to ``ttl_jitter`` of it. A forced refresh reaches the backend at most once
+    per ``refresh_min_interval`` seconds per key. After ``n`` failures in a row a
+    key waits ``backoff_base_seconds * backoff_growth ** (n - 1)`` seconds, at most
+    ``backoff_max_seconds``, before it is tried again. On a transient failure a
+    value up to ``max_stale`` seconds past its expiry is served, marked stale.
+    With ``refresh_ahead`` above 0, a key read in the last part of its TTL of that
+    size is fetched again in the background.
     """
 
     ttl: int = DEFAULT_TTL
@@ -200,10 +259,23 @@ class Config:
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     region: str | None = None
     endpoint_url: str | None = None
+    ttl_jitter: float = DEFAULT_TTL_JITTER
+    refresh_min_interval: float = DEFAULT_REFRESH_MIN_INTERVAL
+    max_stale: float = DEFAULT_MAX_STALE
+    backoff_base_seconds: float = DEFAULT_BACKOFF_BASE
+    backoff_growth: float = DEFAULT_BACKOFF_GROWTH
+    backoff_max_seconds: float = DEFAULT_BACKOFF_MAX
+    refresh_ahead: float = DEFAULT_REFRESH_AHEAD
 
     def __post_init__(self) -> None:
         for name, parse in _PARSERS.items():
             object.__setattr__(self, name, parse(name, getattr(self, name)))
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            raise ConfigError(
+                f"backoff_max_seconds ({ENV_BACKOFF_MAX}) must be at least "
+                f"backoff_base_seconds ({ENV_BACKOFF_BASE}), got "
+                f"{self.backoff_max_seconds:g} < {self.backoff_base_seconds:g}"
+            )
         if self.token is not None and (
             not isinstance(self.token, str) or not self.token.strip()
         ):

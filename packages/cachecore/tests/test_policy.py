@@ -1,0 +1,421 @@
+"""The cache policy of issue 3 with a fake clock: jitter, forced-refresh cap, error
+backoff, stale-if-error, revocations, refresh-ahead and prefetch."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from cachecore import (
+    AccessDeniedError,
+    Config,
+    DecryptionError,
+    InvalidRequestError,
+    SecretCache,
+    SecretNotFoundError,
+    ThrottledError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+TRANSIENT = [ThrottledError, UpstreamUnavailableError, UpstreamTimeoutError]
+PERMANENT = [
+    AccessDeniedError,
+    SecretNotFoundError,
+    DecryptionError,
+    InvalidRequestError,  # e.g. "marked for deletion"
+]
+
+
+def make_cache(fetcher, clock, random=lambda: 0.0, **settings):
+    return SecretCache(fetcher, Config(**settings), clock=clock, random=random)
+
+
+# --- TTL jitter --------------------------------------------------------------
+
+
+def test_jitter_shortens_the_ttl_by_at_most_its_fraction(fetcher, clock):
+    cache = make_cache(fetcher, clock, random=lambda: 0.999999, ttl=300)
+    cache.get("db")
+    fetcher.rotate("db")
+
+    clock.advance(269.9)
+    assert cache.get("db").secret_string == "db@0"
+    clock.advance(0.2)
+    assert cache.get("db").secret_string == "db@1"
+
+
+def test_jitter_never_lengthens_the_ttl(fetcher, clock):
+    cache = make_cache(fetcher, clock, random=lambda: 0.0, ttl=300, ttl_jitter=0.5)
+    cache.get("db")
+    fetcher.rotate("db")
+
+    clock.advance(300)
+
+    assert cache.get("db").secret_string == "db@1"
+
+
+def test_jitter_spreads_expiry_of_a_fleet(fetcher, clock):
+    import random
+
+    rng = random.Random(7)
+    expiries = set()
+    for _ in range(20):
+        cache = make_cache(fetcher, clock, random=rng.random, ttl=300)
+        cache.get("db")
+        expiries.add(round(cache._entries[("db", None, None)].expires_at - clock()))
+
+    assert len(expiries) > 5
+    assert all(270 <= e <= 300 for e in expiries)
+
+
+# --- forced refresh ------------------------------------------------------------
+
+
+def test_refresh_storm_is_capped_to_one_call_per_interval(fetcher, clock):
+    cache = make_cache(fetcher, clock, refresh_min_interval=1.0)
+    cache.get("db")
+
+    for _ in range(100):
+        cache.get("db", refresh=True)
+        clock.advance(0.01)  # 100 refreshes over one second
+
+    assert len(fetcher.calls) == 2  # the first read, then one refresh
+    clock.advance(0.01)
+    cache.get("db", refresh=True)
+    assert len(fetcher.calls) == 3
+
+
+def test_refresh_after_a_plain_fetch_reaches_the_backend_at_once(fetcher, clock):
+    cache = make_cache(fetcher, clock, refresh_min_interval=60)
+    cache.get("db")
+    fetcher.rotate("db")
+
+    assert cache.get("db", refresh=True).secret_string == "db@1"
+
+
+def test_capped_refresh_returns_the_value_the_last_refresh_fetched(fetcher, clock):
+    cache = make_cache(fetcher, clock, refresh_min_interval=5)
+    cache.get("db", refresh=True)
+    fetcher.rotate("db")
+
+    lookup = cache.lookup("db", refresh=True)
+
+    assert (lookup.value.secret_string, lookup.state) == ("db@0", "hit")
+    clock.advance(5)
+    assert cache.get("db", refresh=True).secret_string == "db@1"
+
+
+def test_forced_refresh_in_backoff_answers_the_stored_value_without_a_call(
+    fetcher, clock
+):
+    cache = make_cache(fetcher, clock, ttl=60, backoff_base_seconds=30)
+    cache.get("db")
+    fetcher.errors["db"] = UpstreamUnavailableError("down", secret_id="db")
+    clock.advance(61)
+    assert cache.lookup("db").state == "stale"
+    calls = len(fetcher.calls)
+
+    lookup = cache.lookup("db", refresh=True)
+
+    assert (lookup.value.secret_string, lookup.state) == ("db@0", "stale")
+    assert len(fetcher.calls) == calls
+    assert clock() == 1061  # nothing slept
+
+
+def test_forced_refresh_that_fails_transiently_serves_the_fresh_value(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=300)
+    cache.get("db")
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+
+    lookup = cache.lookup("db", refresh=True)
+
+    assert (lookup.value.secret_string, lookup.state) == ("db@0", "stale")
+    assert cache.lookup("db").state == "hit"  # still within its TTL
+
+
+# --- backoff -------------------------------------------------------------------
+
+
+def test_backoff_grows_by_the_factor_and_stops_at_the_cap(fetcher, clock):
+    cache = make_cache(
+        fetcher,
+        clock,
+        backoff_base_seconds=1,
+        backoff_growth=2,
+        backoff_max_seconds=10,
+    )
+
+    assert [cache.backoff(n) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_calls_within_backoff_get_the_stored_error_without_a_call(fetcher, clock):
+    cache = make_cache(fetcher, clock, backoff_base_seconds=1, backoff_growth=2)
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+    call_times = []
+
+    while len(call_times) < 5:
+        calls = len(fetcher.calls)
+        with pytest.raises(ThrottledError):
+            cache.get("db")
+        if len(fetcher.calls) > calls:
+            call_times.append(clock())
+        clock.advance(0.25)
+
+    gaps = [b - a for a, b in zip(call_times, call_times[1:], strict=False)]
+    assert gaps == [1.0, 2.0, 4.0, 8.0]
+    assert cache.stats().backoff_errors == 4 + 8 + 16 + 32 - 4
+
+
+def test_success_resets_the_backoff(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=0, backoff_base_seconds=1)
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+    for _ in range(3):
+        with pytest.raises(ThrottledError):
+            cache.get("db")
+        clock.advance(cache.backoff(8))
+    del fetcher.errors["db"]
+    cache.get("db")
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+
+    with pytest.raises(ThrottledError):
+        cache.get("db")
+    clock.advance(1.0)  # the first backoff again, not the fourth
+
+    calls = len(fetcher.calls)
+    with pytest.raises(ThrottledError):
+        cache.get("db")
+    assert len(fetcher.calls) == calls + 1
+
+
+def test_a_very_long_outage_keeps_the_backoff_finite_and_positive(fetcher, clock):
+    cache = make_cache(
+        fetcher,
+        clock,
+        ttl=0,
+        backoff_base_seconds=1,
+        backoff_growth=10,
+        backoff_max_seconds=600,
+    )
+    fetcher.errors["db"] = UpstreamUnavailableError("down", secret_id="db")
+
+    for _ in range(2000):
+        with pytest.raises(UpstreamUnavailableError):
+            cache.get("db")
+        clock.advance(600)
+
+    assert cache.backoff(10**9) == 600
+    assert 0 < cache.backoff(0) <= 600
+
+
+# --- stale-if-error and revocations -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", TRANSIENT)
+def test_transient_failure_serves_the_expired_value_marked_stale(fetcher, clock, kind):
+    cache = make_cache(fetcher, clock, ttl=60, max_stale=100)
+    cache.get("db")
+    fetcher.errors["db"] = kind("upstream trouble", secret_id="db")
+
+    clock.advance(60 + 100)
+    stale = cache.lookup("db")
+
+    assert (stale.value.secret_string, stale.state, stale.age) == ("db@0", "stale", 160)
+    assert cache.stats().stale == 1
+
+
+@pytest.mark.parametrize("kind", TRANSIENT)
+def test_stale_value_is_not_served_past_max_stale(fetcher, clock, kind):
+    cache = make_cache(fetcher, clock, ttl=60, max_stale=100)
+    cache.get("db")
+    fetcher.errors["db"] = kind("upstream trouble", secret_id="db")
+
+    clock.advance(60 + 100.5)
+
+    with pytest.raises(kind):
+        cache.get("db")
+
+
+@pytest.mark.parametrize("kind", PERMANENT)
+def test_revocation_is_never_masked_by_a_stale_value(fetcher, clock, kind):
+    cache = make_cache(fetcher, clock, ttl=60, max_stale=3600)
+    cache.get("db")
+    fetcher.errors["db"] = kind("revoked", secret_id="db")
+    clock.advance(61)
+
+    with pytest.raises(kind):
+        cache.get("db")
+
+    # The revoked value is gone: a transient failure later cannot bring it back.
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+    clock.advance(cache.backoff(64))
+    with pytest.raises(ThrottledError):
+        cache.get("db")
+
+
+@pytest.mark.parametrize("kind", PERMANENT)
+def test_revocation_seen_by_a_forced_refresh_drops_the_fresh_value(
+    fetcher, clock, kind
+):
+    cache = make_cache(fetcher, clock, ttl=300)
+    cache.get("db")
+    fetcher.errors["db"] = kind("revoked", secret_id="db")
+
+    with pytest.raises(kind):
+        cache.get("db", refresh=True)
+    with pytest.raises(kind):
+        cache.get("db")
+
+
+def test_transient_failure_is_never_reported_as_not_found(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    fetcher.errors["db"] = UpstreamTimeoutError("no answer", secret_id="db")
+
+    with pytest.raises(UpstreamTimeoutError) as caught:
+        cache.get("db")
+
+    assert not isinstance(caught.value, SecretNotFoundError)
+
+
+def test_ttl_zero_never_answers_a_value_from_the_cache(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=0, max_stale=3600)
+    cache.get("db")
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+
+    with pytest.raises(ThrottledError):
+        cache.get("db")
+    with pytest.raises(ThrottledError):
+        cache.get("db", refresh=True)
+
+
+# --- refresh-ahead -------------------------------------------------------------
+
+
+def test_refresh_ahead_refetches_a_hot_key_in_the_background(fetcher, clock, poll):
+    cache = make_cache(fetcher, clock, ttl=100, refresh_ahead=0.2)
+    cache.get("db")
+    fetcher.rotate("db")
+
+    clock.advance(79)
+    assert cache.lookup("db").state == "hit"
+    assert len(fetcher.calls) == 1
+    clock.advance(2)  # now in the last fifth of the TTL
+    early = cache.lookup("db")
+    poll(lambda: cache.stats().upstream_calls == 2)
+
+    assert (early.state, early.value.secret_string) == ("hit", "db@0")
+    poll(lambda: cache.get("db").secret_string == "db@1")
+    assert cache.lookup("db").state == "hit"
+    cache.close()
+
+
+def test_refresh_ahead_is_off_by_default(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=100)
+    cache.get("db")
+
+    clock.advance(99)
+    cache.get("db")
+
+    assert len(fetcher.calls) == 1
+
+
+# --- prefetch ------------------------------------------------------------------
+
+
+class BatchFetcher:
+    """Wraps a FakeFetcher with a fetch_many that records its batches."""
+
+    def __init__(self, inner, denied=False, clock=None, cost=0.0):
+        self.inner = inner
+        self.batches: list[list[str]] = []
+        self.denied = denied
+        self.clock = clock
+        self.cost = cost
+
+    def fetch(self, secret_id, **kwargs):
+        return self.inner.fetch(secret_id, **kwargs)
+
+    def fetch_many(self, secret_ids):
+        if self.denied:
+            raise AccessDeniedError("no BatchGetSecretValue for you")
+        self.batches.append(list(secret_ids))
+        if self.clock is not None:
+            self.clock.advance(self.cost)
+        values, errors = {}, {}
+        for secret_id in secret_ids:
+            if secret_id in self.inner.errors:
+                errors[secret_id] = self.inner.errors[secret_id]
+            else:
+                values[secret_id] = self.inner.fetch(secret_id)
+        return values, errors
+
+
+def test_prefetch_uses_batches_of_twenty_and_fails_only_failing_ids(fetcher, clock):
+    ids = [f"app/{i}" for i in range(45)]
+    fetcher.errors["app/7"] = SecretNotFoundError("gone", secret_id="app/7")
+    batch = BatchFetcher(fetcher)
+    cache = make_cache(batch, clock)
+
+    failed = cache.prefetch(ids)
+
+    assert [len(b) for b in batch.batches] == [20, 20, 5]
+    assert set(failed) == {"app/7"}
+    assert isinstance(failed["app/7"], SecretNotFoundError)
+    calls = len(fetcher.calls)
+    assert cache.get("app/44").secret_string == "app/44@0"
+    assert len(fetcher.calls) == calls
+
+
+def test_prefetch_falls_back_to_single_reads_when_batches_are_denied(fetcher, clock):
+    cache = make_cache(BatchFetcher(fetcher, denied=True), clock)
+
+    failed = cache.prefetch(["a", "b", "c"])
+
+    assert failed == {}
+    assert [c[0] for c in fetcher.calls] == ["a", "b", "c"]
+
+
+def test_prefetch_is_bounded_in_time(fetcher, clock):
+    ids = [f"app/{i}" for i in range(100)]
+    batch = BatchFetcher(fetcher, clock=clock, cost=4.0)
+    cache = make_cache(batch, clock)
+
+    failed = cache.prefetch(ids, timeout=10)
+
+    assert len(batch.batches) == 3  # at 0 s, 4 s and 8 s; none at 12 s
+    assert set(failed) == set(ids[60:])
+    assert all(isinstance(e, UpstreamTimeoutError) for e in failed.values())
+
+
+def test_prefetch_reports_impossible_ids_without_calling(fetcher, clock):
+    cache = make_cache(BatchFetcher(fetcher), clock)
+
+    failed = cache.prefetch(["", "ok"])
+
+    assert set(failed) == {""}
+    assert isinstance(failed[""], InvalidRequestError)
+
+
+def test_concurrent_reads_during_a_failing_fetch_share_its_stale_answer(
+    fetcher, clock, poll
+):
+    cache = make_cache(fetcher, clock, ttl=10)
+    cache.get("db")
+    clock.advance(11)
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+    fetcher.gate = threading.Event()
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.lookup("db")))
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    poll(lambda: cache.stats().coalesced == 7)
+    fetcher.gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert [r.state for r in results] == ["stale"] * 8
+    assert len(fetcher.calls) == 2
