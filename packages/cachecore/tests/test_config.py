@@ -59,6 +59,13 @@ def test_argument_beats_environment_beats_default():
         ("CACHECORE_UPSTREAM_TIMEOUT", "nan", "number of seconds above 0"),
         ("CACHECORE_UPSTREAM_TIMEOUT", "1e9", "at most 300"),
         ("CACHECORE_HOST", "a b", "without spaces"),
+        ("CACHECORE_TTL_JITTER", "0.9", "a number from 0 to 0.5"),
+        ("CACHECORE_REFRESH_MIN_INTERVAL", "-1", "number of seconds from 0 to 3600"),
+        ("CACHECORE_MAX_STALE", "forever", "number of seconds from 0 to 604800"),
+        ("CACHECORE_BACKOFF_BASE_SECONDS", "0", "number of seconds above 0"),
+        ("CACHECORE_BACKOFF_GROWTH", "0.5", "a number from 1 to 10"),
+        ("CACHECORE_BACKOFF_MAX_SECONDS", "inf", "number of seconds above 0"),
+        ("CACHECORE_REFRESH_AHEAD", "1", "a number from 0 to 0.9"),
     ],
 )
 def test_bad_environment_value_names_the_variable_and_what_it_accepts(
@@ -135,3 +142,49 @@ def test_repr_hides_the_token():
     assert TOKEN not in repr(config)
     assert TOKEN not in str(config)
     assert "token=<hidden>" in repr(config)
+
+
+def test_policy_settings_have_documented_defaults():
+    config = Config.from_env({})
+
+    assert config.ttl_jitter == 0.1
+    assert config.refresh_min_interval == 1.0
+    assert config.max_stale == 3600.0
+    assert (config.backoff_base_seconds, config.backoff_growth) == (1.0, 2.0)
+    assert config.backoff_max_seconds == 60.0
+    assert config.refresh_ahead == 0.0
+
+
+def test_policy_settings_are_read_from_the_environment():
+    config = Config.from_env(
+        {
+            "CACHECORE_TTL_JITTER": "0",
+            "CACHECORE_REFRESH_MIN_INTERVAL": "2.5",
+            "CACHECORE_MAX_STALE": "0",
+            "CACHECORE_BACKOFF_BASE_SECONDS": "0.5",
+            "CACHECORE_BACKOFF_GROWTH": "3",
+            "CACHECORE_BACKOFF_MAX_SECONDS": "90",
+            "CACHECORE_REFRESH_AHEAD": "0.2",
+        }
+    )
+
+    assert (config.ttl_jitter, config.refresh_min_interval, config.max_stale) == (
+        0,
+        2.5,
+        0,
+    )
+    assert (config.backoff_base_seconds, config.backoff_growth) == (0.5, 3)
+    assert (config.backoff_max_seconds, config.refresh_ahead) == (90, 0.2)
+
+
+def test_backoff_cap_below_its_base_is_refused_naming_both():
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(
+            {
+                "CACHECORE_BACKOFF_BASE_SECONDS": "10",
+                "CACHECORE_BACKOFF_MAX_SECONDS": "5",
+            }
+        )
+
+    assert "CACHECORE_BACKOFF_MAX_SECONDS" in str(caught.value)
+    assert "CACHECORE_BACKOFF_BASE_SECONDS" in str(caught.value)

@@ -229,7 +229,8 @@ def test_no_region_is_a_config_error(monkeypatch, tmp_path):
         SecretsManagerFetcher()
 
 
-def test_timeouts_reach_the_client():
+def test_timeouts_reach_the_client(monkeypatch):
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
     fetcher = SecretsManagerFetcher(
         region="us-east-1", connect_timeout=1.5, read_timeout=2.5, max_attempts=2
     )
@@ -237,3 +238,14 @@ def test_timeouts_reach_the_client():
     config = fetcher.client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (1.5, 2.5)
     assert config.retries["total_max_attempts"] == 2
+
+
+def test_botocore_max_attempts_variable_wins(monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+
+    fetcher = SecretsManagerFetcher(region="us-east-1", max_attempts=5)
+
+    retries = fetcher.client.meta.config.retries
+    assert retries["total_max_attempts"] == 1
+    assert retries["mode"] == "adaptive"

@@ -371,3 +371,19 @@ def test_bad_request_then_good_request_still_answers(fetcher, client):
     good = client.simulate_get("/cache", query_string="name=db", headers=AUTH)
 
     assert (bad.status_code, good.status_code) == (404, 200)
+
+
+def test_stale_answer_is_marked_stale_with_its_age(fetcher):
+    now = [1000.0]
+    config = Config(token=TOKEN, ttl=10, ttl_jitter=0)
+    cache = SecretCache(fetcher, config, clock=lambda: now[0])
+    client = falcon.testing.TestClient(create_app(cache, config))
+    client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+    now[0] += 11
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+
+    for path, query in (("/cache", "name=db"), ("/secretsmanager/get", "secretId=db")):
+        result = client.simulate_get(path, query_string=query, headers=AUTH)
+
+        assert result.status_code == 200
+        assert (result.headers["x-cache"], result.headers["age"]) == ("STALE", "11")

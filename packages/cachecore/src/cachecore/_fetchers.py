@@ -191,10 +191,15 @@ def _build_client(
         # botocore itself reads only AWS_DEFAULT_REGION and the profile; Lambda, ECS
         # and the other AWS SDKs set AWS_REGION, so honour that too.
         region = os.environ.get("AWS_REGION") or None
+    retries: dict[str, Any] = {}
+    if session.get_config_variable("max_attempts") is None:
+        # botocore's own AWS_MAX_ATTEMPTS (or max_attempts in the profile) wins, and
+        # so does its AWS_RETRY_MODE, whose default is "standard".
+        retries["total_max_attempts"] = max_attempts
     client_config = botocore.config.Config(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        retries=retries,
     )
     try:
         return session.create_client(

@@ -41,9 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="cachecore-server",
         description="Serve AWS Secrets Manager secrets from a local cache over HTTP.",
         epilog=(
-            "Settings not given here come from CACHECORE_* environment variables "
-            "(CACHECORE_TTL, CACHECORE_MAX_ENTRIES, CACHECORE_TOKEN, CACHECORE_AUTH, "
-            "CACHECORE_HOST, CACHECORE_PORT, CACHECORE_UPSTREAM_TIMEOUT)."
+            "Settings not given here come from the environment: "
+            + ", ".join(sorted(ENV_NAMES.values()))
+            + "; the token from "
+            + ", ".join(TOKEN_SOURCES)
+            + ". See the README for what each accepts."
         ),
     )
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
