@@ -201,3 +201,108 @@ def test_start_log_hides_the_token(moto_url, start_sidecar):
     assert "token=<hidden>" in log
     assert TOKEN not in log
     assert os.path.getsize(sidecar.log) > 0
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded"])
+def test_forwarded_requests_are_refused_by_every_server(
+    moto_url, secretsmanager, unique, start_sidecar, server, header
+):
+    name = unique("forwarded")
+    secretsmanager.create_secret(Name=name, SecretString="forwarded-value")
+    sidecar = start_sidecar(
+        server=server, env=sidecar_env(moto_url, CACHECORE_AUTH="none")
+    )
+
+    answer = sidecar.get(f"/cache?name={name}", headers={header: "203.0.113.9"})
+
+    assert answer.status == 400
+    assert b"forwarded-value" not in answer.body
+    assert header in answer.text
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_longest_secret_id_percent_encoded_gets_an_api_answer(
+    moto_url, start_sidecar, server
+):
+    sidecar = start_sidecar(
+        server=server, env=sidecar_env(moto_url, CACHECORE_TOKEN=TOKEN)
+    )
+    encoded = "%C3%A9" * 1024  # 2048 bytes of UTF-8, 6144 characters on the wire
+
+    fits = sidecar.get(
+        f"/secretsmanager/get?secretId={encoded}", headers={TOKEN_HEADER: TOKEN}
+    )
+    too_long = sidecar.get(
+        f"/secretsmanager/get?secretId={encoded}a", headers={TOKEN_HEADER: TOKEN}
+    )
+
+    assert fits.headers["content-type"] == "application/json"
+    assert fits.status in (400, 404)  # whatever Secrets Manager says of the name
+    assert too_long.status == 400
+    assert "at most 2048 bytes" in json.loads(too_long.body)["message"]
+
+
+def test_debug_log_holds_no_secret_value_and_no_token(
+    moto_url, secretsmanager, unique, start_sidecar
+):
+    sentinel = "sentinel-secret-in-debug-log-Q4"
+    name = unique("debug")
+    secretsmanager.create_secret(Name=name, SecretString=sentinel)
+    env = sidecar_env(moto_url)
+    env["AWS_SESSION_TOKEN"] = TOKEN  # both the AWS session token and the HTTP token
+    sidecar = start_sidecar("--log-level", "DEBUG", env=env)
+    auth = {TOKEN_HEADER: TOKEN}
+
+    reads = [
+        sidecar.get(f"/cache?name={name}", headers=auth),
+        sidecar.get(f"/secretsmanager/get?secretId={name}", headers=auth),
+        sidecar.get(f"/cache?name={name}&refresh=1", headers=auth),
+        sidecar.get(f"/cache?name={unique('missing')}", headers=auth),
+        sidecar.get(f"/cache?name={name}", headers={TOKEN_HEADER: "wrong"}),
+    ]
+    sidecar.stop()
+
+    assert [r.status for r in reads] == [200, 200, 200, 404, 403]
+    log = sidecar.output()
+    assert "DEBUG" in log
+    assert sentinel not in log
+    assert TOKEN not in log
+
+
+def test_port_in_use_stops_start_with_one_line(moto_url, start_sidecar):
+    import subprocess
+
+    from support import server_command
+
+    running = start_sidecar(env=sidecar_env(moto_url, CACHECORE_AUTH="none"))
+    done = subprocess.run(
+        [*server_command(), "--port", str(running.port)],
+        env=sidecar_env(moto_url, CACHECORE_AUTH="none"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"cachecore-server: cannot listen on 127.0.0.1:{running.port}: "
+        "Address already in use"
+    )
+    assert running.get("/ping").status == 200
+
+
+def test_bad_endpoint_variable_stops_start_naming_it(moto_url):
+    import subprocess
+
+    from support import server_command
+
+    env = sidecar_env(moto_url, CACHECORE_AUTH="none")
+    env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = "not-a-url"
+    done = subprocess.run(
+        server_command(), env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 2
+    assert "AWS_ENDPOINT_URL_SECRETS_MANAGER" in done.stderr
+    assert "Traceback" not in done.stderr

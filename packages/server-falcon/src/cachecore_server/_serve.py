@@ -12,17 +12,25 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import socket
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-__all__ = ["DEFAULT_THREADS", "SERVERS", "bind_address", "serve"]
+__all__ = [
+    "DEFAULT_THREADS",
+    "SERVERS",
+    "bind_address",
+    "check_bindable",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
 SERVERS = ("gunicorn", "waitress")
 DEFAULT_THREADS = 8
 DEFAULT_GRACEFUL_TIMEOUT = 5.0
+MAX_REQUEST_BODY = 1024 * 1024
 
 WSGIApp = Callable[..., Any]
 
@@ -32,6 +40,18 @@ def bind_address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Raise ``OSError`` now if ``host:port`` cannot be bound, with a clear reason.
+
+    Both servers would otherwise report it their own way (gunicorn after retrying
+    for seconds). The probe socket is closed before the server binds.
+    """
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host.strip("[]"), port))
 
 
 def _serve_gunicorn(
@@ -50,6 +70,9 @@ def _serve_gunicorn(
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "cachecore-server",
+        # A secret id may be 2048 bytes, three times that once %-encoded: the
+        # request line must fit it (gunicorn's default is 4094, its maximum 8190).
+        "limit_request_line": 8190,
     }
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -71,7 +94,15 @@ def _serve_waitress(app: WSGIApp, address: str, threads: int) -> None:
     import waitress
 
     server = waitress.create_server(
-        app, listen=address, threads=threads, ident="cachecore"
+        app,
+        listen=address,
+        threads=threads,
+        ident="cachecore",
+        # waitress drops X-Forwarded-* and Forwarded before the app sees them
+        # unless told not to; the app must see them to refuse such requests.
+        clear_untrusted_proxy_headers=False,
+        # POST /cache ignores its body; do not spool large ones to disk.
+        max_request_body_size=MAX_REQUEST_BODY,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
