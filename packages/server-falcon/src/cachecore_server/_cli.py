@@ -27,13 +27,18 @@ from cachecore import (
 )
 
 from ._app import TOKEN_HEADER, create_app
-from ._serve import DEFAULT_THREADS, SERVERS, serve
+from ._serve import DEFAULT_THREADS, SERVERS, bind_address, check_bindable, serve
 
 __all__ = ["main"]
 
 logger = logging.getLogger("cachecore_server")
 
 EXIT_CONFIG = 2
+EXIT_START = 1
+
+#: Loggers that print request and response bodies at DEBUG, secret values and
+#: the session token among them; they never go below INFO.
+_CHATTY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(
+            max(logging.INFO, logging.getLevelName(args.log_level))
+        )
 
     demo = None
     try:
@@ -139,6 +148,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             demo.stop()
         print(f"cachecore-server: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        check_bindable(config.host, config.port)
+    except OSError as exc:
+        if demo is not None:
+            demo.stop()
+        address = bind_address(config.host, config.port)
+        print(
+            f"cachecore-server: cannot listen on {address}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_START
 
     if not _is_loopback(config.host):
         logger.warning(
@@ -151,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "auth is off (CACHECORE_AUTH=none): any local caller gets secrets"
         )
     logger.info("starting with %r", config)
+    logger.info(
+        "Secrets Manager at %s in %s",
+        fetcher.client.meta.endpoint_url,
+        fetcher.client.meta.region_name,
+    )
     if demo is not None:
         from ._demo import banner
 
