@@ -387,3 +387,64 @@ def test_stale_answer_is_marked_stale_with_its_age(fetcher):
 
         assert result.status_code == 200
         assert (result.headers["x-cache"], result.headers["age"]) == ("STALE", "11")
+
+
+@pytest.mark.filterwarnings("ignore:Unknown REQUEST_METHOD")
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/cache", "GET, POST"),
+        ("DELETE", "/cache", "GET, POST"),
+        ("FOO", "/secretsmanager/get", "GET"),
+        ("POST", "/ping", "GET"),
+    ],
+)
+def test_other_methods_are_405_naming_the_allowed_ones(
+    fetcher, client, method, path, allow
+):
+    result = client.simulate_request(method, path, headers=AUTH)
+
+    assert result.status_code == 405
+    assert result.headers["allow"] == allow
+    assert result.headers["cache-control"] == "no-store"
+    assert fetcher.calls == []
+
+
+@pytest.mark.parametrize("query", ["name=demo%zz", "name=demo%", "name=%2"])
+def test_a_percent_that_starts_no_escape_is_400(fetcher, client, query):
+    result = client.simulate_get("/cache", query_string=query, headers=AUTH)
+
+    assert result.status_code == 400
+    assert "must start an escape" in result.text
+    assert fetcher.calls == []
+
+
+def test_ping_takes_no_parameters(client):
+    result = client.simulate_get("/ping", query_string="x=1")
+
+    assert result.status_code == 400
+    assert "unknown parameter 'x'" in result.text
+
+
+def test_error_message_is_one_line_whatever_upstream_said(fetcher, client):
+    fetcher.errors["db"] = InvalidRequestError("line one\nline two\r\n  three")
+
+    legacy = client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+    aws = client.simulate_get(
+        "/secretsmanager/get", query_string="secretId=db", headers=AUTH
+    )
+
+    assert legacy.text == "line one line two three\n"
+    assert aws.json["message"] == "line one line two three"
+
+
+def test_lone_surrogate_in_a_secret_does_not_fail_the_answer(fetcher, client):
+    fetcher.values["odd"] = SecretValue(name="odd", secret_string='{"k": "\ud800"}')
+
+    legacy = client.simulate_get("/cache", query_string="name=odd", headers=AUTH)
+    aws = client.simulate_get(
+        "/secretsmanager/get", query_string="secretId=odd", headers=AUTH
+    )
+
+    assert (legacy.status_code, aws.status_code) == (200, 200)
+    assert json.loads(aws.json["SecretString"]) == {"k": "\ud800"}

@@ -19,6 +19,7 @@ import base64
 import hmac
 import json
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes
@@ -54,6 +55,14 @@ _TRUE = frozenset({"1", "true"})
 _FALSE = frozenset({"0", "false"})
 _RETRY_AFTER_SECONDS = "1"
 _MAX_ECHO = 64
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+#: The methods each route answers; any other method is a 405 naming these.
+ROUTE_METHODS = {
+    "/cache": ("GET", "POST"),
+    "/secretsmanager/get": ("GET",),
+    "/ping": ("GET",),
+}
 
 #: How each error of the library is answered: (class, status, Retry-After?).
 #: Subclasses come before their bases; the first match wins.
@@ -98,7 +107,8 @@ def parse_query(raw: str, allowed: Iterable[str]) -> dict[str, str]:
     """Split a WSGI ``QUERY_STRING`` into parameters, refusing what a route can't use.
 
     ``%XX`` escapes are decoded and the bytes read as UTF-8; ``+`` is kept as it is.
-    Unknown, repeated and undecodable parameters raise ``ApiError`` (400).
+    Unknown, repeated and undecodable parameters, and a ``%`` that does not start
+    an escape, raise ``ApiError`` (400).
     """
     allowed = frozenset(allowed)
     params: dict[str, str] = {}
@@ -108,6 +118,8 @@ def parse_query(raw: str, allowed: Iterable[str]) -> dict[str, str]:
         if not piece:
             continue
         raw_name, _, raw_value = piece.partition("=")
+        if _BAD_ESCAPE.search(piece):
+            _bad_parameter("a % in the query string must start an escape such as %2F")
         try:
             name = unquote_to_bytes(raw_name.encode("latin-1")).decode("utf-8")
             value = unquote_to_bytes(raw_value.encode("latin-1")).decode("utf-8")
@@ -202,7 +214,8 @@ class _LegacyCache:
             resp.data = value.secret_binary
         else:
             resp.content_type = _PLAIN
-            resp.data = (value.secret_string or "").encode("utf-8")
+            # surrogatepass: a lone surrogate in a JSON secret must not fail the answer
+            resp.data = (value.secret_string or "").encode("utf-8", "surrogatepass")
         _cache_headers(resp, lookup)
 
     on_post = on_get
@@ -232,6 +245,7 @@ class _AwsSecret:
 
 class _Ping:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        parse_query(req.query_string, ())
         resp.content_type = _PLAIN
         resp.data = b"healthy"
 
@@ -263,6 +277,14 @@ class _Guard:
                     "InvalidTokenException",
                     f"the {TOKEN_HEADER} header does not hold the right token",
                 )
+        allowed = ROUTE_METHODS.get(req.path)
+        if allowed is not None and req.method not in allowed:
+            raise ApiError(
+                falcon.HTTP_405,
+                "MethodNotAllowedException",
+                f"{req.path} answers {' and '.join(allowed)} only",
+                {"Allow": ", ".join(allowed)},
+            )
         for header in _REFUSED_HEADERS:
             if req.get_header(header) is not None:
                 raise ApiError(
@@ -285,13 +307,6 @@ def _as_http_error(ex: BaseException) -> ApiError:
             if isinstance(ex, kind):
                 headers = {"Retry-After": _RETRY_AFTER_SECONDS} if retry else None
                 return ApiError(status, ex.code, ex.message, headers)
-    if isinstance(ex, falcon.HTTPMethodNotAllowed):
-        return ApiError(
-            falcon.HTTP_405,
-            "MethodNotAllowedException",
-            "this route does not take that method",
-            dict(ex.headers or {}),
-        )
     if isinstance(ex, falcon.HTTPNotFound):
         return ApiError(
             falcon.HTTP_404,
@@ -310,18 +325,19 @@ def _render_error(
     req: falcon.Request, resp: falcon.Response, ex: BaseException, params: Any
 ) -> None:
     error = _as_http_error(ex)
+    message = " ".join(error.message.split())  # one line, whatever upstream said
     resp.status = error.status
     for name, value in error.headers.items():
         resp.set_header(name, value)
     resp.set_header("Cache-Control", "no-store")
     if _is_plain_route(req):
         resp.content_type = _PLAIN
-        resp.data = (error.message + "\n").encode("utf-8")
+        resp.data = (message + "\n").encode("utf-8", "replace")
     else:
         resp.content_type = _JSON
-        resp.data = json.dumps(
-            {"__type": error.aws_type, "message": error.message}
-        ).encode("utf-8")
+        resp.data = json.dumps({"__type": error.aws_type, "message": message}).encode(
+            "utf-8"
+        )
 
 
 def create_app(
