@@ -249,3 +249,38 @@ def test_botocore_max_attempts_variable_wins(monkeypatch):
     retries = fetcher.client.meta.config.retries
     assert retries["total_max_attempts"] == 1
     assert retries["mode"] == "adaptive"
+
+
+def test_an_answer_without_a_value_is_an_error_not_an_empty_secret(client):
+    with Stubber(client) as stub:
+        stub.add_response("get_secret_value", {"Name": "prod/db"}, {"SecretId": "x"})
+        with pytest.raises(UpstreamUnavailableError, match="without a SecretString"):
+            SecretsManagerFetcher(client).fetch("x")
+
+
+def test_an_error_without_a_code_is_classed_by_its_status(client):
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_secret_value", service_error_code="503", http_status_code=503
+        )
+        with pytest.raises(UpstreamUnavailableError) as caught:
+            SecretsManagerFetcher(client, max_attempts=1).fetch("x")
+
+    assert caught.value.code == "InternalServiceError"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "not-a-url", "AWS_ENDPOINT_URL"),
+        ("AWS_REGION", "us east 1", "AWS_REGION"),
+    ],
+)
+def test_bad_aws_variables_are_config_errors_naming_them(
+    monkeypatch, variable, value, named
+):
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError, match=named):
+        SecretsManagerFetcher()

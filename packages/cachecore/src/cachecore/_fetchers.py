@@ -95,6 +95,8 @@ class Fetcher(Protocol):
 def _coded_error(
     code: str, message: str, status: object, secret_id: str | None
 ) -> FetchError:
+    if code.isdigit():  # botocore names an error without a code by its status
+        status, code = int(code), ""
     kind = _CODES.get(code)
     if kind is None:
         if status == 429:
@@ -139,7 +141,9 @@ def translate_error(exc: BaseException, secret_id: str | None = None) -> FetchEr
         )
     if isinstance(exc, bce.ParamValidationError):
         return InvalidRequestError(
-            f"the request was refused before it was sent: {exc}", secret_id=secret_id
+            f"the request was refused before it was sent: {exc}",
+            secret_id=secret_id,
+            code="InvalidParameterException",
         )
     if isinstance(
         exc,
@@ -148,9 +152,7 @@ def translate_error(exc: BaseException, secret_id: str | None = None) -> FetchEr
         | bce.CredentialRetrievalError,
     ):
         return AccessDeniedError(
-            f"the cache has no usable AWS credentials: {exc}",
-            secret_id=secret_id,
-            code="MissingAuthenticationToken",
+            f"the cache has no usable AWS credentials: {exc}", secret_id=secret_id
         )
     return UpstreamUnavailableError(
         f"Secrets Manager could not be reached: {type(exc).__name__}: {exc}",
@@ -160,6 +162,13 @@ def translate_error(exc: BaseException, secret_id: str | None = None) -> FetchEr
 
 def _to_value(response: Mapping[str, Any], secret_id: str) -> SecretValue:
     binary = response.get("SecretBinary")
+    if response.get("SecretString") is None and binary is None:
+        # A 200 without a value (a proxy's error page, a truncated answer) must not
+        # be cached as an empty secret.
+        raise UpstreamUnavailableError(
+            "Secrets Manager answered without a SecretString or SecretBinary",
+            secret_id=secret_id,
+        )
     return SecretValue(
         name=response.get("Name") or secret_id,
         arn=response.get("ARN"),
@@ -212,6 +221,16 @@ def _build_client(
         raise ConfigError(
             "no AWS region is set: set AWS_REGION (or AWS_DEFAULT_REGION), "
             "or pass region="
+        ) from None
+    except botocore.exceptions.InvalidRegionError:
+        raise ConfigError(
+            f"the AWS region {region!r} is not a region name (AWS_REGION, "
+            "AWS_DEFAULT_REGION or region=); a region name looks like us-east-1"
+        ) from None
+    except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+        raise ConfigError(
+            f"the Secrets Manager endpoint is not a URL ({exc}): check "
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL or endpoint_url="
         ) from None
 
 
@@ -319,11 +338,14 @@ class SecretsManagerFetcher:
 
         asked = set(secret_ids)
         values: dict[str, SecretValue] = {}
+        errors: dict[str, FetchError] = {}
         for item in response.get("SecretValueList") or ():
             for name in (item.get("Name"), item.get("ARN")):
                 if name in asked:
-                    values[name] = _to_value(item, name)
-        errors: dict[str, FetchError] = {}
+                    try:
+                        values[name] = _to_value(item, name)
+                    except FetchError as exc:
+                        errors[name] = exc
         for item in response.get("Errors") or ():
             secret_id = item.get("SecretId")
             if secret_id in asked:
