@@ -64,7 +64,9 @@ def test_jitter_spreads_expiry_of_a_fleet(fetcher, clock):
     for _ in range(20):
         cache = make_cache(fetcher, clock, random=rng.random, ttl=300)
         cache.get("db")
-        expiries.add(round(cache._entries[("db", None, None)].expires_at - clock()))
+        expiries.add(
+            round(cache._entries[("secret", "db", None, None)].expires_at - clock())
+        )
 
     assert len(expiries) > 5
     assert all(270 <= e <= 300 for e in expiries)

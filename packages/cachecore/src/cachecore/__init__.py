@@ -1,12 +1,13 @@
 """cachecore: a local cache for AWS Secrets Manager secrets, used in-process.
 
 ``SecretCache`` holds the cache policy (TTL, bounded size, single flight, forced
-refresh); a ``Fetcher`` such as ``SecretsManagerFetcher`` reads from AWS; ``Config``
+refresh, backoff, stale-if-error); a ``Fetcher`` such as ``SecretsManagerFetcher``
+(or ``ParameterStoreFetcher`` for SSM parameters) reads from AWS; ``Config``
 gathers the settings from arguments, ``CACHECORE_*`` environment variables and
 defaults. Every error raised on purpose is a ``CacheError``.
 """
 
-from ._cache import CacheStats, Lookup, SecretCache, check_secret_id
+from ._cache import CacheStats, Lookup, SecretCache, check_parameter, check_secret_id
 from ._config import ENV_NAMES, TOKEN_SOURCES, Config, resolve_token
 from ._errors import (
     AccessDeniedError,
@@ -20,8 +21,15 @@ from ._errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from ._fetchers import Fetcher, SecretsManagerFetcher, translate_error
-from ._value import SecretValue
+from ._fetchers import (
+    Fetcher,
+    ParameterFetcher,
+    ParameterStoreFetcher,
+    SecretsManagerFetcher,
+    translate_error,
+)
+from ._redact import RedactingFilter
+from ._value import ParameterValue, SecretValue
 
 __all__ = [
     "AccessDeniedError",
@@ -35,6 +43,10 @@ __all__ = [
     "Fetcher",
     "InvalidRequestError",
     "Lookup",
+    "ParameterFetcher",
+    "ParameterStoreFetcher",
+    "ParameterValue",
+    "RedactingFilter",
     "SecretCache",
     "SecretNotFoundError",
     "SecretValue",
@@ -43,6 +55,7 @@ __all__ = [
     "ThrottledError",
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
+    "check_parameter",
     "check_secret_id",
     "resolve_token",
     "translate_error",

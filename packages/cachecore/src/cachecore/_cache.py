@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Literal, NoReturn
+from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 
 from ._config import Config
 from ._errors import (
@@ -45,14 +45,23 @@ from ._errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from ._fetchers import Fetcher
-from ._value import SecretValue
+from ._fetchers import Fetcher, ParameterFetcher
+from ._value import ParameterValue, SecretValue
 
-__all__ = ["CacheStats", "Lookup", "SecretCache", "check_secret_id"]
+__all__ = [
+    "CacheStats",
+    "Lookup",
+    "SecretCache",
+    "check_parameter",
+    "check_secret_id",
+]
 
 logger = logging.getLogger(__name__)
 
-CacheKey = tuple[str, str | None, str | None]
+#: ("secret", id, version_id, version_stage) or ("parameter", name, selector, "decrypt"
+#: or None).
+CacheKey = tuple[str, str, str | None, str | None]
+Value = TypeVar("Value", SecretValue, ParameterValue)
 
 MAX_SECRET_ID_BYTES = 2048
 MAX_VERSION_STAGE_CHARS = 256
@@ -112,8 +121,38 @@ def check_secret_id(
             )
 
 
+MAX_PARAMETER_LABEL_CHARS = 100
+
+
+def check_parameter(name: object, version: object = None, label: object = None) -> None:
+    """Raise ``InvalidRequestError`` unless the arguments can name a parameter.
+
+    The name follows the rules of a secret id; ``version`` is a positive integer
+    and ``label`` 1 to 100 characters without control characters, not both.
+    """
+    try:
+        check_secret_id(name)
+    except InvalidRequestError as exc:
+        raise _invalid(exc.message.replace("secret id", "parameter name")) from None
+    if version is not None and label is not None:
+        raise _invalid("give a parameter version or a label, not both")
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise _invalid("the parameter version must be a positive integer")
+    if label is not None and (
+        not isinstance(label, str)
+        or not 1 <= len(label) <= MAX_PARAMETER_LABEL_CHARS
+        or _has_control_character(label)
+    ):
+        raise _invalid(
+            f"the parameter label must be 1 to {MAX_PARAMETER_LABEL_CHARS} "
+            "characters without control characters"
+        )
+
+
 @dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(Generic[Value]):
     """A value and how the cache came by it.
 
     ``state`` is ``"hit"`` when the value came from the cache, ``"miss"`` when this
@@ -122,7 +161,7 @@ class Lookup:
     the value was fetched.
     """
 
-    value: SecretValue
+    value: Value
     state: State
     age: float
 
@@ -162,7 +201,7 @@ class _Entry:
     )
 
     def __init__(self) -> None:
-        self.value: SecretValue | None = None
+        self.value: Any = None
         self.expires_at = _NEVER
         self.error: FetchError | None = None
         self.failures = 0
@@ -178,7 +217,7 @@ class _Flight:
     def __init__(self, forced: bool) -> None:
         self.done = threading.Event()
         self.forced = forced
-        self.lookup: Lookup | None = None
+        self.lookup: Lookup[Any] | None = None
         self.error: BaseException | None = None
 
 
@@ -203,8 +242,10 @@ class SecretCache:
         *,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = random.random,
+        parameter_fetcher: ParameterFetcher | None = None,
     ) -> None:
         self._fetcher = fetcher
+        self._parameter_fetcher = parameter_fetcher
         self._config = config = config if config is not None else Config()
         self._ttl = float(config.ttl)
         self._jitter = config.ttl_jitter
@@ -264,9 +305,65 @@ class SecretCache:
         version_id: str | None = None,
         version_stage: str | None = None,
         refresh: bool = False,
-    ) -> Lookup:
+    ) -> Lookup[SecretValue]:
         """Like ``get``, but also say how the value was come by and how old it is."""
-        key: CacheKey = (secret_id, version_id, version_stage)
+        key: CacheKey = ("secret", secret_id, version_id, version_stage)
+        return cast(
+            Lookup[SecretValue],
+            self._lookup(
+                key,
+                refresh,
+                lambda: check_secret_id(secret_id, version_id, version_stage),
+            ),
+        )
+
+    def get_parameter(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        with_decryption: bool = False,
+        refresh: bool = False,
+    ) -> ParameterValue:
+        """Return an SSM parameter through the parameter fetcher, under the same policy.
+
+        ``version`` or ``label`` selects one version (not both). Raises
+        ``ConfigError`` when the cache was made without a ``parameter_fetcher``.
+        """
+        return self.lookup_parameter(
+            name,
+            version=version,
+            label=label,
+            with_decryption=with_decryption,
+            refresh=refresh,
+        ).value
+
+    def lookup_parameter(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        with_decryption: bool = False,
+        refresh: bool = False,
+    ) -> Lookup[ParameterValue]:
+        """Like ``get_parameter``, but also say how the value was come by."""
+        selector = str(version) if version is not None else label
+        key: CacheKey = (
+            "parameter",
+            name,
+            selector,
+            "decrypt" if with_decryption else None,
+        )
+        return cast(
+            Lookup[ParameterValue],
+            self._lookup(key, refresh, lambda: check_parameter(name, version, label)),
+        )
+
+    def _lookup(
+        self, key: CacheKey, refresh: bool, check: Callable[[], None]
+    ) -> Lookup[Any]:
         with self._lock:
             now = self._clock()
             entry = self._entries.get(key)
@@ -279,7 +376,7 @@ class SecretCache:
                     self._backoff_errors += 1
                     error: BaseException = entry.error
                     _raise(error)
-            check_secret_id(secret_id, version_id, version_stage)
+            check()
             self._misses += 1
             flight = self._flights.get(key)
             leader = flight is None
@@ -292,7 +389,7 @@ class SecretCache:
         if leader:
             lookup = self._fetch(key, flight)
         else:
-            logger.debug("waiting on the fetch under way for %s", secret_id)
+            logger.debug("waiting on the fetch under way for %s", key[1])
             flight.done.wait()
             if flight.error is not None:
                 _raise(flight.error)
@@ -305,7 +402,7 @@ class SecretCache:
 
     def _answer_from_entry(
         self, key: CacheKey, entry: _Entry, now: float, refresh: bool
-    ) -> Lookup | None:
+    ) -> Lookup[Any] | None:
         """Answer from what the entry holds, or ``None`` when the fetcher must run.
 
         Called with the lock held.
@@ -341,22 +438,33 @@ class SecretCache:
             self._background = ThreadPoolExecutor(
                 max_workers=2, thread_name_prefix="cachecore-refresh-ahead"
             )
-        logger.debug("refreshing %s ahead of its expiry", key[0])
+        logger.debug("refreshing %s ahead of its expiry", key[1])
         self._background.submit(self._fetch_quietly, key, flight)
 
     def _fetch_quietly(self, key: CacheKey, flight: _Flight) -> None:
         try:
             self._fetch(key, flight)
         except Exception:  # already recorded in the entry and given to any waiter
-            logger.debug("background refresh of %s failed", key[0])
+            logger.debug("background refresh of %s failed", key[1])
 
-    def _fetch(self, key: CacheKey, flight: _Flight) -> Lookup:
-        secret_id, version_id, version_stage = key
-        logger.debug("fetching %s", secret_id)
-        try:
-            value = self._fetcher.fetch(
-                secret_id, version_id=version_id, version_stage=version_stage
+    def _call(self, key: CacheKey) -> SecretValue | ParameterValue:
+        """Ask the right fetcher for the value of a key (no lock held)."""
+        kind, name, first, second = key
+        if kind == "secret":
+            return self._fetcher.fetch(name, version_id=first, version_stage=second)
+        if self._parameter_fetcher is None:
+            raise UpstreamUnavailableError(
+                "this cache has no parameter fetcher", secret_id=name
             )
+        return self._parameter_fetcher.fetch_parameter(
+            name, selector=first, with_decryption=second is not None
+        )
+
+    def _fetch(self, key: CacheKey, flight: _Flight) -> Lookup[Any]:
+        name = key[1]
+        logger.debug("fetching %s", name)
+        try:
+            value = self._call(key)
         except FetchError as exc:
             with self._lock:
                 self._upstream_calls += 1
@@ -380,7 +488,7 @@ class SecretCache:
                 exc
                 if isinstance(exc, Exception)
                 else UpstreamUnavailableError(
-                    "the fetch was interrupted", secret_id=secret_id
+                    "the fetch was interrupted", secret_id=name
                 )
             )
             flight.done.set()
@@ -397,7 +505,11 @@ class SecretCache:
         return lookup
 
     def _store(
-        self, key: CacheKey, value: SecretValue, now: float, forced: bool
+        self,
+        key: CacheKey,
+        value: SecretValue | ParameterValue,
+        now: float,
+        forced: bool,
     ) -> None:
         """Keep a fetched value and clear the key's failures (lock held)."""
         if self._ttl <= 0:
@@ -418,7 +530,7 @@ class SecretCache:
 
     def _record_failure(
         self, key: CacheKey, error: FetchError, now: float
-    ) -> Lookup | None:
+    ) -> Lookup[Any] | None:
         """Start or lengthen the key's backoff; the stale answer, if any (lock held)."""
         entry = self._entries.get(key)
         if entry is None:
@@ -431,7 +543,7 @@ class SecretCache:
         value = entry.value
         if not error.transient:
             if value is not None:
-                logger.info("%s: %s, dropping the cached value", key[0], error.code)
+                logger.info("%s: %s, dropping the cached value", key[1], error.code)
             entry.value = None
             entry.expires_at = _NEVER
             return None
@@ -439,7 +551,7 @@ class SecretCache:
             return None
         logger.warning(
             "%s: %s, serving the cached value %.0fs old",
-            key[0],
+            key[1],
             error.code,
             now - value.fetched_at,
         )
@@ -493,7 +605,7 @@ class SecretCache:
                 now = self._clock()
                 for secret_id, value in values.items():
                     self._store(
-                        (secret_id, None, None),
+                        ("secret", secret_id, None, None),
                         replace(value, fetched_at=now),
                         now,
                         forced=False,

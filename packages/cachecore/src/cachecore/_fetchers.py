@@ -5,8 +5,10 @@ or raises a ``FetchError``. ``SecretsManagerFetcher`` calls GetSecretValue throu
 botocore client, which may be injected (tests, custom sessions) or built from a
 region, an endpoint URL and timeouts. Left unset, the endpoint follows AWS's own
 ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` and ``AWS_ENDPOINT_URL`` variables, as botocore
-reads them. botocore is imported only when a client is built or an error is
-translated, so importing cachecore stays cheap.
+reads them. ``ParameterStoreFetcher`` does the same for SSM's GetParameter (and
+``AWS_ENDPOINT_URL_SSM``), giving a ``ParameterValue``. botocore is imported only
+when a client is built or an error is translated, so importing cachecore stays
+cheap.
 
 Every botocore error is translated by ``translate_error`` and nowhere else.
 """
@@ -30,13 +32,15 @@ from ._errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from ._value import SecretValue
+from ._value import ParameterValue, SecretValue
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
     "Fetcher",
+    "ParameterFetcher",
+    "ParameterStoreFetcher",
     "SecretsManagerFetcher",
     "translate_error",
 ]
@@ -74,6 +78,12 @@ _CODES: Mapping[str, type[FetchError]] = {
     "ServiceUnavailableException": UpstreamUnavailableError,
     "RequestTimeout": UpstreamTimeoutError,
     "RequestTimeoutException": UpstreamTimeoutError,
+    # Parameter Store's own codes for GetParameter.
+    "ParameterNotFound": SecretNotFoundError,
+    "ParameterVersionNotFound": SecretNotFoundError,
+    "InvalidKeyId": DecryptionError,
+    "InternalServerError": UpstreamUnavailableError,
+    "TooManyUpdates": ThrottledError,
 }
 
 
@@ -93,7 +103,11 @@ class Fetcher(Protocol):
 
 
 def _coded_error(
-    code: str, message: str, status: object, secret_id: str | None
+    code: str,
+    message: str,
+    status: object,
+    secret_id: str | None,
+    service: str = "Secrets Manager",
 ) -> FetchError:
     if code.isdigit():  # botocore names an error without a code by its status
         status, code = int(code), ""
@@ -106,23 +120,39 @@ def _coded_error(
         else:
             kind = FetchError
     return kind(
-        f"Secrets Manager answered {code or status}: {message}",
+        f"{service} answered {code or status}: {message}",
         secret_id=secret_id,
         code=code or None,
     )
 
 
-def _client_error(exc: Any, secret_id: str | None) -> FetchError:
+@runtime_checkable
+class ParameterFetcher(Protocol):
+    """What ``SecretCache.get_parameter`` needs from a backend."""
+
+    def fetch_parameter(
+        self, name: str, *, selector: str | None = None, with_decryption: bool = False
+    ) -> ParameterValue:
+        """Return one parameter (``selector``: a version or label), or raise."""
+        ...
+
+
+def _client_error(exc: Any, secret_id: str | None, service: str) -> FetchError:
     error = exc.response.get("Error", {})
     return _coded_error(
         str(error.get("Code") or ""),
         str(error.get("Message") or "no message"),
         exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
         secret_id,
+        service,
     )
 
 
-def translate_error(exc: BaseException, secret_id: str | None = None) -> FetchError:
+def translate_error(
+    exc: BaseException,
+    secret_id: str | None = None,
+    service: str = "Secrets Manager",
+) -> FetchError:
     """Map an error from botocore (or below it) to the ``CacheError`` tree.
 
     Errors that are already ``FetchError`` pass through; anything unknown becomes
@@ -134,10 +164,10 @@ def translate_error(exc: BaseException, secret_id: str | None = None) -> FetchEr
     if isinstance(exc, FetchError):
         return exc
     if isinstance(exc, bce.ClientError):
-        return _client_error(exc, secret_id)
+        return _client_error(exc, secret_id, service)
     if isinstance(exc, bce.ConnectTimeoutError | bce.ReadTimeoutError | TimeoutError):
         return UpstreamTimeoutError(
-            f"Secrets Manager did not answer in time: {exc}", secret_id=secret_id
+            f"{service} did not answer in time: {exc}", secret_id=secret_id
         )
     if isinstance(exc, bce.ParamValidationError):
         return InvalidRequestError(
@@ -155,7 +185,7 @@ def translate_error(exc: BaseException, secret_id: str | None = None) -> FetchEr
             f"the cache has no usable AWS credentials: {exc}", secret_id=secret_id
         )
     return UpstreamUnavailableError(
-        f"Secrets Manager could not be reached: {type(exc).__name__}: {exc}",
+        f"{service} could not be reached: {type(exc).__name__}: {exc}",
         secret_id=secret_id,
     )
 
@@ -362,6 +392,102 @@ class SecretsManagerFetcher:
                 except FetchError as exc:
                     errors[secret_id] = exc
         return values, errors
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()
+
+
+class ParameterStoreFetcher:
+    """Reads SSM Parameter Store parameters with GetParameter.
+
+    Built like ``SecretsManagerFetcher``; left unset, the endpoint follows
+    ``AWS_ENDPOINT_URL_SSM``, then ``AWS_ENDPOINT_URL``.
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        session: Any = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        connect_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+        read_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+        max_attempts: int = 3,
+    ) -> None:
+        if client is None:
+            client = _build_client(
+                "ssm",
+                session=session,
+                region=region,
+                endpoint_url=endpoint_url,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                max_attempts=max_attempts,
+            )
+        self._client = client
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, session: Any = None
+    ) -> ParameterStoreFetcher:
+        """A fetcher with the region and timeout of ``config``.
+
+        ``config.endpoint_url`` is for Secrets Manager and is not used here.
+        """
+        return cls(
+            session=session,
+            region=config.region,
+            connect_timeout=config.upstream_timeout,
+            read_timeout=config.upstream_timeout,
+        )
+
+    @property
+    def client(self) -> Any:
+        """The botocore client this fetcher calls."""
+        return self._client
+
+    def fetch_parameter(
+        self, name: str, *, selector: str | None = None, with_decryption: bool = False
+    ) -> ParameterValue:
+        """Call GetParameter for ``name`` (``name:selector`` when a selector is set)."""
+        asked = f"{name}:{selector}" if selector is not None else name
+
+        started = time.monotonic()
+        try:
+            response = self._client.get_parameter(
+                Name=asked, WithDecryption=with_decryption
+            )
+        except Exception as exc:
+            error = translate_error(exc, name, "Parameter Store")
+            logger.info(
+                "GetParameter %s failed after %.3fs: %s",
+                name,
+                time.monotonic() - started,
+                error.code,
+            )
+            raise error from exc
+        logger.info("GetParameter %s ok in %.3fs", name, time.monotonic() - started)
+
+        parameter = response.get("Parameter") or {}
+        if parameter.get("Value") is None:
+            raise UpstreamUnavailableError(
+                "Parameter Store answered without a Value", secret_id=name
+            )
+        return ParameterValue(
+            name=parameter.get("Name") or name,
+            type=parameter.get("Type") or "String",
+            value=parameter["Value"],
+            version=parameter.get("Version"),
+            selector=parameter.get("Selector"),
+            source_result=parameter.get("SourceResult"),
+            arn=parameter.get("ARN"),
+            data_type=parameter.get("DataType"),
+            last_modified_date=parameter.get("LastModifiedDate"),
+        )
 
     def close(self) -> None:
         """Close the client's connection pool."""

@@ -1,4 +1,4 @@
-"""The immutable value a cache hands out for one version of one secret.
+"""The immutable values a cache hands out: a version of a secret, or a parameter.
 
 A ``SecretValue`` is shared by every caller that reads the same cache entry, so it
 is frozen and holds only immutable fields; ``json()`` parses anew on every call so
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["SecretValue"]
+__all__ = ["ParameterValue", "SecretValue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +49,24 @@ class SecretValue:
     def json(self) -> Any:
         """Parse the secret as JSON; every call returns a fresh object."""
         return json.loads(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterValue:
+    """One SSM Parameter Store parameter as GetParameter returned it.
+
+    ``type`` is ``String``, ``StringList`` or ``SecureString`` (a SecureString read
+    without decryption holds its ciphertext). ``fetched_at`` is as for
+    ``SecretValue``.
+    """
+
+    name: str
+    type: str
+    value: str = field(repr=False)
+    version: int | None = None
+    selector: str | None = None
+    source_result: str | None = None
+    arn: str | None = None
+    data_type: str | None = None
+    last_modified_date: datetime | None = None
+    fetched_at: float = 0.0

@@ -1,0 +1,76 @@
+"""A logging filter that keeps secret values and tokens out of botocore's DEBUG log.
+
+At DEBUG, botocore logs whole requests and responses: the signed headers (with
+``X-Amz-Security-Token``), the canonical request, and the body of every answer,
+``SecretString`` and ``Value`` included. ``RedactingFilter`` lets through the DEBUG
+records of the botocore loggers known to hold none of that, and replaces the text
+of the others, and of any record anywhere whose text names a secret-bearing field,
+with a note that it was withheld. The CLI puts it on its log handlers; code that
+turns on botocore's DEBUG log in-process can do the same.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["RedactingFilter"]
+
+#: botocore loggers whose DEBUG records carry no request or response content.
+_QUIET_BOTOCORE = (
+    "botocore.hooks",
+    "botocore.loaders",
+    "botocore.regions",
+    "botocore.client",
+    "botocore.credentials",
+    "botocore.configprovider",
+    "botocore.retries",
+    "botocore.retryhandler",
+    "botocore.utils",
+    "botocore.httpsession",
+    "botocore.endpoint_provider",
+)
+
+#: Text that marks a record as carrying a payload or a credential.
+_TELLTALES = (
+    "SecretString",
+    "SecretBinary",
+    "SecretValueList",
+    '"Value"',
+    "'Value'",
+    "X-Amz-Security-Token",
+    "x-amz-security-token",
+    "Authorization",
+    "authorization",
+    "X-Aws-Parameters-Secrets-Token",
+    "x-aws-parameters-secrets-token",
+)
+
+
+def _quiet(name: str) -> bool:
+    return any(name == q or name.startswith(q + ".") for q in _QUIET_BOTOCORE)
+
+
+class RedactingFilter(logging.Filter):
+    """Withhold log records that may hold a secret value or a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, with its text replaced where it may hold a secret."""
+        chatty = record.name.startswith(("botocore", "boto3", "urllib3"))
+        if chatty and record.levelno < logging.INFO and not _quiet(record.name):
+            self._withhold(record)
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # a record that cannot format is withheld too
+            self._withhold(record)
+            return True
+        if any(telltale in text for telltale in _TELLTALES):
+            self._withhold(record)
+        return True
+
+    @staticmethod
+    def _withhold(record: logging.LogRecord) -> None:
+        record.msg = "(withheld: this record may hold a secret value or a token)"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
