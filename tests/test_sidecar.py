@@ -265,7 +265,8 @@ def test_debug_log_holds_no_secret_value_and_no_token(
 
     assert [r.status for r in reads] == [200, 200, 200, 404, 403]
     log = sidecar.output()
-    assert "DEBUG" in log
+    assert "DEBUG botocore" in log  # botocore's own DEBUG log is on
+    assert "withheld" in log  # and its request and response records were withheld
     assert sentinel not in log
     assert TOKEN not in log
 

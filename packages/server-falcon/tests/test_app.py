@@ -15,6 +15,7 @@ from cachecore import (
     DecryptionError,
     FetchError,
     InvalidRequestError,
+    ParameterValue,
     SecretCache,
     SecretNotFoundError,
     SecretValue,
@@ -448,3 +449,115 @@ def test_lone_surrogate_in_a_secret_does_not_fail_the_answer(fetcher, client):
 
     assert (legacy.status_code, aws.status_code) == (200, 200)
     assert json.loads(aws.json["SecretString"]) == {"k": "\ud800"}
+
+
+class MemoryParameters:
+    def __init__(self):
+        self.calls = []
+
+    def fetch_parameter(self, name, *, selector=None, with_decryption=False):
+        self.calls.append((name, selector, with_decryption))
+        if name == "/missing":
+            raise SecretNotFoundError("no such parameter", code="ParameterNotFound")
+        return ParameterValue(
+            name=name,
+            type="SecureString",
+            value=SENTINEL if with_decryption else "ciphertext",
+            version=2,
+            arn="arn:aws:ssm:us-east-1:123456789012:parameter" + name,
+            data_type="text",
+            last_modified_date=dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC),
+        )
+
+
+@pytest.fixture
+def ssm_client(fetcher):
+    parameters = MemoryParameters()
+    config = Config(token=TOKEN)
+    cache = SecretCache(fetcher, config, parameter_fetcher=parameters)
+    return falcon.testing.TestClient(create_app(cache, config)), parameters
+
+
+def test_parameter_route_answers_get_parameter_json(ssm_client):
+    client, parameters = ssm_client
+
+    result = client.simulate_get(
+        "/systemsmanager/parameters/get",
+        query_string="name=/app/db&version=2&withDecryption=true",
+        headers=AUTH,
+    )
+
+    assert result.status_code == 200
+    assert result.json == {
+        "Parameter": {
+            "ARN": "arn:aws:ssm:us-east-1:123456789012:parameter/app/db",
+            "DataType": "text",
+            "LastModifiedDate": "2026-01-02T03:04:05.678Z",
+            "Name": "/app/db",
+            "Selector": None,
+            "SourceResult": None,
+            "Type": "SecureString",
+            "Value": SENTINEL,
+            "Version": 2,
+        },
+        "ResultMetadata": {},
+    }
+    assert parameters.calls == [("/app/db", "2", True)]
+    assert result.headers["x-cache"] == "MISS"
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "aws_type"),
+    [
+        ("", 400, "InvalidParameterException"),
+        ("name=/a&version=x", 400, "InvalidParameterException"),
+        ("name=/a&version=1&label=l", 400, "InvalidParameterException"),
+        ("name=/a&withDecryption=maybe", 400, "InvalidParameterException"),
+        ("name=/missing", 404, "ParameterNotFound"),
+    ],
+)
+def test_parameter_route_errors(ssm_client, query, status, aws_type):
+    client, _ = ssm_client
+
+    result = client.simulate_get(
+        "/systemsmanager/parameters/get", query_string=query, headers=AUTH
+    )
+
+    assert result.status_code == status
+    assert result.json["__type"] == aws_type
+    assert_clean(result)
+
+
+@pytest.mark.parametrize(
+    ("path", "secret_id"),
+    [
+        ("/v1/db", "db"),
+        ("/v1/prod/app/db", "prod/app/db"),
+        ("/v1//leading", "/leading"),
+        ("/v1/a/../b", "a/../b"),
+        ("/v1/a+b=c@d!e", "a+b=c@d!e"),
+    ],
+)
+def test_path_form_reads_the_id_exactly(fetcher, client, path, secret_id):
+    fetcher.values[secret_id] = fetcher.values["db"]
+
+    result = client.simulate_get(path, headers=AUTH)
+
+    assert result.status_code == 200
+    assert fetcher.calls == [(secret_id, None, None)]
+
+
+def test_path_form_takes_version_parameters(fetcher, client):
+    result = client.simulate_get(
+        "/v1/db", query_string="versionStage=AWSPREVIOUS&refreshNow=true", headers=AUTH
+    )
+
+    assert result.status_code == 200
+    assert fetcher.calls == [("db", None, "AWSPREVIOUS")]
+
+
+def test_openapi_document_is_served(client):
+    result = client.simulate_get("/openapi.json", headers=AUTH)
+
+    assert result.status_code == 200
+    assert result.json["openapi"].startswith("3.1")

@@ -21,6 +21,8 @@ import json
 import logging
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from importlib import resources
 from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
@@ -34,6 +36,7 @@ from cachecore import (
     FetchError,
     InvalidRequestError,
     Lookup,
+    ParameterValue,
     SecretCache,
     SecretNotFoundError,
     SecretValue,
@@ -42,7 +45,14 @@ from cachecore import (
     UpstreamUnavailableError,
 )
 
-__all__ = ["TOKEN_HEADER", "ApiError", "create_app", "parse_query", "secret_document"]
+__all__ = [
+    "TOKEN_HEADER",
+    "ApiError",
+    "create_app",
+    "parameter_document",
+    "parse_query",
+    "secret_document",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +71,18 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 ROUTE_METHODS = {
     "/cache": ("GET", "POST"),
     "/secretsmanager/get": ("GET",),
+    "/systemsmanager/parameters/get": ("GET",),
+    "/openapi.json": ("GET",),
     "/ping": ("GET",),
 }
+PATH_FORM = "/v1/"
+
+
+def _methods_of(path: str) -> tuple[str, ...] | None:
+    if path.startswith(PATH_FORM):
+        return ("GET",)
+    return ROUTE_METHODS.get(path)
+
 
 #: How each error of the library is answered: (class, status, Retry-After?).
 #: Subclasses come before their bases; the first match wins.
@@ -162,15 +182,40 @@ def _optional(params: dict[str, str], name: str) -> str | None:
     return value
 
 
-def _cache_headers(resp: falcon.Response, lookup: Lookup) -> None:
+def _cache_headers(resp: falcon.Response, lookup: Lookup[Any]) -> None:
     resp.set_header("X-Cache", lookup.state.upper())
     resp.set_header("Age", str(int(lookup.age)))
 
 
-def _created_date(value: SecretValue) -> str | None:
-    if value.created_date is None:
+def _epoch_seconds(moment: datetime | None) -> str | None:
+    if moment is None:
         return None
-    return f"{value.created_date.timestamp():.3f}".rstrip("0").rstrip(".")
+    return f"{moment.timestamp():.3f}".rstrip("0").rstrip(".")
+
+
+def _iso_time(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parameter_document(value: ParameterValue) -> dict[str, Any]:
+    """The GetParameter-shaped JSON object that AWS's extension answers with."""
+    return {
+        "Parameter": {
+            "ARN": value.arn,
+            "DataType": value.data_type,
+            "LastModifiedDate": _iso_time(value.last_modified_date),
+            "Name": value.name,
+            "Selector": value.selector,
+            "SourceResult": value.source_result,
+            "Type": value.type,
+            "Value": value.value,
+            "Version": value.version,
+        },
+        "ResultMetadata": {},
+    }
 
 
 def secret_document(value: SecretValue) -> dict[str, Any]:
@@ -185,7 +230,7 @@ def secret_document(value: SecretValue) -> dict[str, Any]:
     else:
         document["SecretString"] = value.secret_string
     document["VersionStages"] = list(value.version_stages)
-    created = _created_date(value)
+    created = _epoch_seconds(value.created_date)
     if created is not None:
         document["CreatedDate"] = created
     return document
@@ -221,6 +266,24 @@ class _LegacyCache:
     on_post = on_get
 
 
+def _answer_secret(
+    cache: SecretCache,
+    resp: falcon.Response,
+    secret_id: str,
+    params: dict[str, str],
+) -> None:
+    lookup = cache.lookup(
+        secret_id,
+        version_id=_optional(params, "versionId"),
+        version_stage=_optional(params, "versionStage"),
+        refresh=_flag(params, "refreshNow"),
+    )
+
+    resp.content_type = _JSON
+    resp.data = json.dumps(secret_document(lookup.value)).encode("utf-8")
+    _cache_headers(resp, lookup)
+
+
 class _AwsSecret:
     """``/secretsmanager/get?secretId=N``: the AWS extension's dialect."""
 
@@ -231,16 +294,77 @@ class _AwsSecret:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = parse_query(req.query_string, self._PARAMS)
-        lookup = self._cache.lookup(
-            _required(params, "secretId"),
-            version_id=_optional(params, "versionId"),
-            version_stage=_optional(params, "versionStage"),
-            refresh=_flag(params, "refreshNow"),
+        _answer_secret(self._cache, resp, _required(params, "secretId"), params)
+
+
+class _AwsSecretPath:
+    """``/v1/<secret id>``: the AWS agent's path form of the same answer.
+
+    The id is everything after ``/v1/``, exactly as the server decoded the path:
+    slashes, dots and ``..`` are part of the name and never move to another route.
+    """
+
+    _PARAMS = ("versionId", "versionStage", "refreshNow")
+
+    def __init__(self, cache: SecretCache) -> None:
+        self._cache = cache
+
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, secret_id: str = ""
+    ) -> None:
+        params = parse_query(req.query_string, self._PARAMS)
+        raw = str(req.env.get("PATH_INFO", ""))[len(PATH_FORM) :]
+        try:
+            secret_id = raw.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            _bad_parameter("the secret id in the path is not UTF-8")
+        if not secret_id:
+            _bad_parameter("the path must name a secret: /v1/<secret id>")
+        _answer_secret(self._cache, resp, secret_id, params)
+
+
+class _Parameter:
+    """``/systemsmanager/parameters/get?name=N``: SSM parameters, AWS's dialect."""
+
+    _PARAMS = ("name", "version", "label", "withDecryption")
+
+    def __init__(self, cache: SecretCache) -> None:
+        self._cache = cache
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        params = parse_query(req.query_string, self._PARAMS)
+        raw_version = _optional(params, "version")
+        version = None
+        if raw_version is not None:
+            if not raw_version.isascii() or not raw_version.isdigit():
+                _bad_parameter(
+                    f"version must be a positive integer, got {_shorten(raw_version)!r}"
+                )
+            version = int(raw_version)
+        lookup = self._cache.lookup_parameter(
+            _required(params, "name"),
+            version=version,
+            label=_optional(params, "label"),
+            with_decryption=_flag(params, "withDecryption"),
         )
 
         resp.content_type = _JSON
-        resp.data = json.dumps(secret_document(lookup.value)).encode("utf-8")
+        resp.data = json.dumps(parameter_document(lookup.value)).encode("utf-8")
         _cache_headers(resp, lookup)
+
+
+class _OpenApi:
+    """``/openapi.json``: the OpenAPI 3.1 document of this API."""
+
+    def __init__(self) -> None:
+        self._document = (
+            resources.files("cachecore_server").joinpath("openapi.json").read_bytes()
+        )
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        parse_query(req.query_string, ())
+        resp.content_type = _JSON
+        resp.data = self._document
 
 
 class _Ping:
@@ -277,7 +401,7 @@ class _Guard:
                     "InvalidTokenException",
                     f"the {TOKEN_HEADER} header does not hold the right token",
                 )
-        allowed = ROUTE_METHODS.get(req.path)
+        allowed = _methods_of(req.path)
         if allowed is not None and req.method not in allowed:
             raise ApiError(
                 falcon.HTTP_405,
@@ -347,6 +471,9 @@ def create_app(
     app = falcon.App(middleware=[_Guard(config)])
     app.add_route("/cache", _LegacyCache(cache))
     app.add_route("/secretsmanager/get", _AwsSecret(cache))
+    app.add_route("/v1/{secret_id:path}", _AwsSecretPath(cache))
+    app.add_route("/systemsmanager/parameters/get", _Parameter(cache))
+    app.add_route("/openapi.json", _OpenApi())
     app.add_route("/ping", _Ping())
     for kind in (Exception, falcon.HTTPError, CacheError, ApiError):
         app.add_error_handler(kind, _render_error)

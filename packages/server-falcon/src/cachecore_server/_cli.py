@@ -22,6 +22,8 @@ from cachecore import (
     TOKEN_SOURCES,
     Config,
     ConfigError,
+    ParameterStoreFetcher,
+    RedactingFilter,
     SecretCache,
     SecretsManagerFetcher,
 )
@@ -35,10 +37,6 @@ logger = logging.getLogger("cachecore_server")
 
 EXIT_CONFIG = 2
 EXIT_START = 1
-
-#: Loggers that print request and response bodies at DEBUG, secret values and
-#: the session token among them; they never go below INFO.
-_CHATTY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,10 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for name in _CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(
-            max(logging.INFO, logging.getLevelName(args.log_level))
-        )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
 
     demo = None
     try:
@@ -142,7 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             session = demo_session()
             config = replace(config, endpoint_url=demo.endpoint_url, region=DEMO_REGION)
         fetcher = SecretsManagerFetcher.from_config(config, session=session)
-        app = create_app(SecretCache(fetcher, config), config)
+        parameters = ParameterStoreFetcher(
+            session=session,
+            region=config.region,
+            endpoint_url=demo.endpoint_url if demo is not None else None,
+            connect_timeout=config.upstream_timeout,
+            read_timeout=config.upstream_timeout,
+        )
+        cache = SecretCache(fetcher, config, parameter_fetcher=parameters)
+        app = create_app(cache, config)
     except ConfigError as exc:
         if demo is not None:
             demo.stop()
@@ -172,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     logger.info("starting with %r", config)
     logger.info(
-        "Secrets Manager at %s in %s",
+        "Secrets Manager at %s, Parameter Store at %s, in %s",
         fetcher.client.meta.endpoint_url,
+        parameters.client.meta.endpoint_url,
         fetcher.client.meta.region_name,
     )
     if demo is not None:

@@ -24,6 +24,7 @@ from typing import Any
 from cachecore import ConfigError
 
 __all__ = [
+    "DEMO_PARAMETERS",
     "DEMO_REGION",
     "DEMO_SECRETS",
     "DemoBackend",
@@ -51,6 +52,12 @@ DEMO_SECRETS: dict[str, str | bytes] = {
     ),
     "demo/api-key": "demo-api-key-0123456789",
     "demo/signing-key": bytes(range(16)),
+}
+
+#: SSM parameters the demo seeds: name -> (type, value).
+DEMO_PARAMETERS: dict[str, tuple[str, str]] = {
+    "/demo/feature-flags": ("StringList", "search,checkout"),
+    "/demo/db-password": ("SecureString", "demo-parameter-not-a-secret"),
 }
 
 
@@ -139,6 +146,10 @@ class DemoBackend:
             else:
                 client.create_secret(Name=name, SecretString=value)
         client.close()
+        ssm = demo_session().create_client("ssm", endpoint_url=self.endpoint_url)
+        for name, (kind, text) in DEMO_PARAMETERS.items():
+            ssm.put_parameter(Name=name, Type=kind, Value=text)
+        ssm.close()
 
     def stop(self) -> None:
         """Stop moto and wait for it to exit (only from the process that started it).
@@ -170,6 +181,7 @@ def banner(base_url: str, token_header: str, token: str | None, made: bool) -> s
         "cachecore demo: a sidecar in front of an embedded Secrets Manager (moto)",
         f"  sidecar:  {base_url}",
         f"  secrets:  {', '.join(DEMO_SECRETS)}",
+        f"  parameters: {', '.join(DEMO_PARAMETERS)}",
     ]
     if made:
         lines.append(f"  token:    {token}  (made for this run)")
@@ -179,6 +191,11 @@ def banner(base_url: str, token_header: str, token: str | None, made: bool) -> s
         f"  curl -s{auth} '{base_url}/secretsmanager/get?secretId=demo/db'",
         f"  curl -s{auth} -X POST '{base_url}/cache?name=demo/db&refresh=0'",
         f"  curl -s{auth} '{base_url}/cache?name=demo/api-key'",
+        f"  curl -s{auth} '{base_url}/v1/demo/api-key'",
+        (
+            f"  curl -s{auth} '{base_url}/systemsmanager/parameters/get"
+            "?name=/demo/db-password&withDecryption=true'"
+        ),
         f"  curl -s '{base_url}/ping'",
         "",
         "Stop with Ctrl-C.",
