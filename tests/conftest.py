@@ -63,9 +63,7 @@ def unique() -> Callable[[str], str]:
     return lambda name: f"e2e-{run}/{name}"
 
 
-@pytest.fixture
-def start_sidecar(moto_url: str) -> Iterator[Callable[..., Sidecar]]:
-    """Start cachecore-server with the given environment; stopped after the test."""
+def _sidecars(moto_url: str) -> Iterator[Callable[..., Sidecar]]:
     started: list[Sidecar] = []
     logs = tempfile.TemporaryDirectory()
 
@@ -91,3 +89,15 @@ def start_sidecar(moto_url: str) -> Iterator[Callable[..., Sidecar]]:
     for sidecar in started:
         sidecar.stop()
     logs.cleanup()
+
+
+@pytest.fixture
+def start_sidecar(moto_url: str) -> Iterator[Callable[..., Sidecar]]:
+    """Start cachecore-server with the given environment; stopped after the test."""
+    yield from _sidecars(moto_url)
+
+
+@pytest.fixture(scope="module")
+def start_module_sidecar(moto_url: str) -> Iterator[Callable[..., Sidecar]]:
+    """Like ``start_sidecar``, for servers that every test of a module shares."""
+    yield from _sidecars(moto_url)

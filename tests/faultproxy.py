@@ -51,7 +51,7 @@ __all__ = ["FailKind", "FaultProxy"]
 
 HOST = "127.0.0.1"
 
-FailKind = Literal["throttle", "error500", "deny", "not_found"]
+FailKind = Literal["throttle", "error500", "deny", "not_found", "decrypt", "deleted"]
 
 # kind -> (HTTP status, AWS error code, message)
 _FAILURES: dict[str, tuple[int, str, str]] = {
@@ -62,6 +62,12 @@ _FAILURES: dict[str, tuple[int, str, str]] = {
         400,
         "ResourceNotFoundException",
         "faultproxy: injected secret not found",
+    ),
+    "decrypt": (400, "DecryptionFailure", "faultproxy: injected decryption failure"),
+    "deleted": (
+        400,
+        "InvalidRequestException",
+        "faultproxy: injected secret marked for deletion",
     ),
 }
 
