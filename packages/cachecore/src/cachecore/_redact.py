@@ -51,7 +51,20 @@ def _quiet(name: str) -> bool:
 
 
 class RedactingFilter(logging.Filter):
-    """Withhold log records that may hold a secret value or a token."""
+    """Withhold log records that may hold a secret value or a token.
+
+    ``hide(text)`` adds a string (the HTTP token, say) that is replaced wherever it
+    appears in a record's text.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hidden: list[str] = []
+
+    def hide(self, text: str | None) -> None:
+        """Replace ``text`` by ``(hidden)`` in every record from now on."""
+        if text:
+            self._hidden.append(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Keep the record, with its text replaced where it may hold a secret."""
@@ -66,6 +79,11 @@ class RedactingFilter(logging.Filter):
             return True
         if any(telltale in text for telltale in _TELLTALES):
             self._withhold(record)
+            return True
+        if any(hidden in text for hidden in self._hidden):
+            for hidden in self._hidden:
+                text = text.replace(hidden, "(hidden)")
+            record.msg, record.args = text, None
         return True
 
     @staticmethod

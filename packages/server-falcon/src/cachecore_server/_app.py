@@ -119,8 +119,16 @@ def _bad_parameter(message: str) -> NoReturn:
     raise ApiError(falcon.HTTP_400, "InvalidParameterException", message)
 
 
+_ECHOABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,23}")
+
+
 def _shorten(text: str) -> str:
-    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "..."
+    """What of a caller's input an error may repeat: a short plain word, or nothing.
+
+    Anything else (a value someone pasted, a token sent in the wrong place) is not
+    echoed back, so an answer never carries more than the name of the problem.
+    """
+    return repr(text) if _ECHOABLE.fullmatch(text) else "(not shown)"
 
 
 def parse_query(raw: str, allowed: Iterable[str]) -> dict[str, str]:
@@ -147,11 +155,11 @@ def parse_query(raw: str, allowed: Iterable[str]) -> dict[str, str]:
             _bad_parameter("the query string is not UTF-8 once %-escapes are decoded")
         if name not in allowed:
             _bad_parameter(
-                f"unknown parameter {_shorten(name)!r}; this route takes "
+                f"unknown parameter {_shorten(name)}; this route takes "
                 + ", ".join(sorted(allowed))
             )
         if name in params:
-            _bad_parameter(f"parameter {name!r} is given more than once")
+            _bad_parameter(f"parameter {_shorten(name)} is given more than once")
         params[name] = value
     return params
 
@@ -165,7 +173,7 @@ def _flag(params: dict[str, str], name: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    _bad_parameter(f"{name} must be 1, 0, true or false, got {_shorten(raw)!r}")
+    _bad_parameter(f"{name} must be 1, 0, true or false, got {_shorten(raw)}")
 
 
 def _required(params: dict[str, str], name: str) -> str:
@@ -338,7 +346,7 @@ class _Parameter:
         if raw_version is not None:
             if not raw_version.isascii() or not raw_version.isdigit():
                 _bad_parameter(
-                    f"version must be a positive integer, got {_shorten(raw_version)!r}"
+                    f"version must be a positive integer, got {_shorten(raw_version)}"
                 )
             version = int(raw_version)
         lookup = self._cache.lookup_parameter(
@@ -445,11 +453,25 @@ def _as_http_error(ex: BaseException) -> ApiError:
     )
 
 
-def _render_error(
-    req: falcon.Request, resp: falcon.Response, ex: BaseException, params: Any
+class _ErrorRenderer:
+    """Renders every error; the token never appears in what it writes."""
+
+    def __init__(self, config: Config) -> None:
+        self._token = config.token
+
+    def __call__(
+        self, req: falcon.Request, resp: falcon.Response, ex: BaseException, params: Any
+    ) -> None:
+        error = _as_http_error(ex)
+        message = " ".join(error.message.split())  # one line, whatever upstream said
+        if self._token:
+            message = message.replace(self._token, "(token)")
+        _write_error(req, resp, error, message)
+
+
+def _write_error(
+    req: falcon.Request, resp: falcon.Response, error: ApiError, message: str
 ) -> None:
-    error = _as_http_error(ex)
-    message = " ".join(error.message.split())  # one line, whatever upstream said
     resp.status = error.status
     for name, value in error.headers.items():
         resp.set_header(name, value)
@@ -475,6 +497,7 @@ def create_app(
     app.add_route("/systemsmanager/parameters/get", _Parameter(cache))
     app.add_route("/openapi.json", _OpenApi())
     app.add_route("/ping", _Ping())
+    render = _ErrorRenderer(config)
     for kind in (Exception, falcon.HTTPError, CacheError, ApiError):
-        app.add_error_handler(kind, _render_error)
+        app.add_error_handler(kind, render)
     return app

@@ -116,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    redactor = RedactingFilter()
     for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
+        handler.addFilter(redactor)
 
     demo = None
     try:
@@ -129,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             made_token = True
         _check(config, args.threads)
+        redactor.hide(config.token)
 
         session = None
         if args.demo:
