@@ -168,3 +168,62 @@ def test_throttled_cold_key_answers_429_with_retry_after_and_backs_off(
     assert all("retry-after" in a.headers for a in answers)
     assert json.loads(answers[0].body)["__type"] == "ThrottlingException"
     assert proxy.calls(GET) == 1  # the other 19 were answered from the backoff
+
+
+def test_prefetch_uses_batch_calls_against_moto(
+    moto_url, secretsmanager, unique, proxy
+):
+    import botocore.session
+
+    from cachecore import (
+        Config,
+        SecretCache,
+        SecretNotFoundError,
+        SecretsManagerFetcher,
+    )
+
+    names = [unique(f"batch-{i}") for i in range(25)]
+    for name in names:
+        secretsmanager.create_secret(Name=name, SecretString=f"value of {name}")
+    missing = unique("batch-missing")
+    session = botocore.session.Session()
+    session.set_credentials("test-key", "test-secret")
+    fetcher = SecretsManagerFetcher(
+        session=session, region="us-east-1", endpoint_url=proxy.url, max_attempts=1
+    )
+    cache = SecretCache(fetcher, Config())
+
+    failed = cache.prefetch([*names, missing])
+    proxy.reset_counts()
+    values = [cache.get(name).secret_string for name in names]
+
+    assert set(failed) == {missing}
+    assert isinstance(failed[missing], SecretNotFoundError)
+    assert values == [f"value of {name}" for name in names]
+    assert proxy.calls(GET) == 0  # every value came from the two batches
+    cache.close()
+
+
+def test_prefetch_makes_two_batch_calls_for_twenty_five_ids(
+    moto_url, secretsmanager, unique, proxy
+):
+    import botocore.session
+
+    from cachecore import Config, SecretCache, SecretsManagerFetcher
+
+    names = [unique(f"count-{i}") for i in range(25)]
+    for name in names:
+        secretsmanager.create_secret(Name=name, SecretString="v")
+    session = botocore.session.Session()
+    session.set_credentials("test-key", "test-secret")
+    fetcher = SecretsManagerFetcher(
+        session=session, region="us-east-1", endpoint_url=proxy.url, max_attempts=1
+    )
+    cache = SecretCache(fetcher, Config())
+    proxy.reset_counts()
+
+    assert cache.prefetch(names) == {}
+
+    assert proxy.calls("BatchGetSecretValue") == 2
+    assert proxy.calls(GET) == 0
+    cache.close()

@@ -284,3 +284,25 @@ def test_bad_aws_variables_are_config_errors_naming_them(
 
     with pytest.raises(ConfigError, match=named):
         SecretsManagerFetcher()
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (408, UpstreamTimeoutError),
+        (504, UpstreamTimeoutError),
+        (403, UpstreamUnavailableError),
+        (404, UpstreamUnavailableError),
+        (429, ThrottledError),
+    ],
+)
+def test_answers_without_an_aws_code_are_transient(client, status, kind):
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "get_secret_value", service_error_code=str(status), http_status_code=status
+        )
+        with pytest.raises(FetchError) as caught:
+            SecretsManagerFetcher(client, max_attempts=1).fetch("x")
+
+    assert type(caught.value) is kind
+    assert caught.value.transient

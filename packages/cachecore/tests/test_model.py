@@ -104,43 +104,42 @@ class Model:
     def get(self, key: str, refresh: bool, now: float):
         k = self.known.get(key)
         if k is not None:
+            capped = refresh and now - k.refreshed_at < REFRESH_MIN_INTERVAL
             if k.value is not None:
                 fresh = now < k.expires_at
-                if fresh and not refresh:
+                if fresh and (not refresh or capped):
                     self._touch(key)
                     return "hit", k.value, False
-                if fresh and now - k.refreshed_at < REFRESH_MIN_INTERVAL:
-                    self._touch(key)
-                    return "hit", k.value, False
-                if now < k.retry_at and now <= k.expires_at + MAX_STALE:
+                failing = now < k.retry_at or (capped and k.error is not None)
+                if failing and now < k.expires_at + MAX_STALE:
                     self._touch(key)
                     return "stale", k.value, False
-            if now < k.retry_at:
+            if k.error is not None and (now < k.retry_at or capped):
                 self._touch(key)
                 return "error", k.error, False
 
         failure = self.backend.failure[key]
+        k = self.known.setdefault(key, Known())
         if failure is None:
-            k = self.known.setdefault(key, Known())
             k.value = f"{key}@{self.backend.generation[key]}"
             k.fetched_at = now
             k.expires_at = now + TTL
             k.error, k.failures, k.retry_at = None, 0, float("-inf")
-            if refresh:
-                k.refreshed_at = now
+            k.refreshed_at = now if refresh else float("-inf")
             self._touch(key)
             return "miss", k.value, True
-        k = self.known.setdefault(key, Known())
         k.failures += 1
         k.error = failure
         k.retry_at = now + min(
             BACKOFF_MAX, BACKOFF_BASE * BACKOFF_GROWTH ** (k.failures - 1)
         )
+        if refresh:
+            k.refreshed_at = now
         value = k.value
         if not failure.transient:
             k.value, k.expires_at = None, float("-inf")
         self._touch(key)
-        if failure.transient and value is not None and now <= k.expires_at + MAX_STALE:
+        if failure.transient and value is not None and now < k.expires_at + MAX_STALE:
             return "stale", value, True
         return "error", failure, True
 

@@ -220,10 +220,14 @@ def test_transient_failure_serves_the_expired_value_marked_stale(fetcher, clock,
     cache.get("db")
     fetcher.errors["db"] = kind("upstream trouble", secret_id="db")
 
-    clock.advance(60 + 100)
+    clock.advance(60 + 99.5)
     stale = cache.lookup("db")
 
-    assert (stale.value.secret_string, stale.state, stale.age) == ("db@0", "stale", 160)
+    assert (stale.value.secret_string, stale.state, stale.age) == (
+        "db@0",
+        "stale",
+        159.5,
+    )
     assert cache.stats().stale == 1
 
 
@@ -233,7 +237,7 @@ def test_stale_value_is_not_served_past_max_stale(fetcher, clock, kind):
     cache.get("db")
     fetcher.errors["db"] = kind("upstream trouble", secret_id="db")
 
-    clock.advance(60 + 100.5)
+    clock.advance(60 + 100)  # max_stale seconds past expiry: no longer served
 
     with pytest.raises(kind):
         cache.get("db")
@@ -421,3 +425,160 @@ def test_concurrent_reads_during_a_failing_fetch_share_its_stale_answer(
 
     assert [r.state for r in results] == ["stale"] * 8
     assert len(fetcher.calls) == 2
+
+
+def test_max_stale_zero_never_serves_an_expired_value(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=10, max_stale=0)
+    cache.get("db")
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+
+    clock.advance(10)
+
+    with pytest.raises(ThrottledError):
+        cache.get("db")
+
+
+def test_forced_refresh_cap_holds_while_the_backend_fails(fetcher, clock):
+    cache = make_cache(
+        fetcher,
+        clock,
+        refresh_min_interval=10,
+        backoff_base_seconds=1,
+        backoff_growth=1,
+        backoff_max_seconds=1,
+    )
+    cache.get("db")
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+
+    for _ in range(10):
+        cache.lookup("db", refresh=True)
+        clock.advance(1)
+
+    assert len(fetcher.calls) == 2  # the first read, then one refresh in 10 s
+
+
+def test_refresh_after_an_ordinary_fetch_calls_even_within_the_interval(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=1, refresh_min_interval=60)
+    cache.get("db", refresh=True)
+    clock.advance(2)
+    cache.get("db")  # expired: an ordinary fetch
+    fetcher.rotate("db")
+
+    assert cache.get("db", refresh=True).secret_string == "db@1"
+
+
+def test_refresh_ahead_with_jitter_waits_for_its_own_window(fetcher, clock):
+    cache = make_cache(
+        fetcher,
+        clock,
+        random=lambda: 0.9,
+        ttl=100,
+        ttl_jitter=0.5,
+        refresh_ahead=0.9,
+    )
+    cache.get("db")  # the TTL is 55 s; the window opens 5.5 s in
+
+    for _ in range(100):
+        clock.advance(0.01)
+        cache.get("db")
+
+    assert len(fetcher.calls) == 1
+    cache.close()
+
+
+def test_a_fetcher_that_answers_nothing_leaves_no_key_stuck(fetcher, clock):
+    cache = make_cache(fetcher, clock, backoff_base_seconds=1)
+    original = fetcher.fetch
+    fetcher.fetch = lambda *a, **k: None  # type: ignore[method-assign]
+
+    with pytest.raises(UpstreamUnavailableError, match="not a value"):
+        cache.get("db")
+    fetcher.fetch = original  # type: ignore[method-assign]
+    clock.advance(1)
+
+    assert cache.get("db").secret_string == "db@0"
+
+
+def test_an_interrupt_while_storing_leaves_no_key_stuck(fetcher, clock):
+    interrupts = [KeyboardInterrupt()]
+
+    def random():
+        if interrupts:
+            raise interrupts.pop()
+        return 0.0
+
+    cache = make_cache(fetcher, clock, random=random)
+    with pytest.raises(KeyboardInterrupt):
+        cache.get("db")
+
+    done = []
+    reader = threading.Thread(target=lambda: done.append(cache.get("db")))
+    reader.start()
+    reader.join(timeout=10)
+
+    assert done and done[0].secret_string == "db@0"
+
+
+def test_stored_errors_reach_each_caller_as_its_own_exception(fetcher, clock):
+    cache = make_cache(fetcher, clock, backoff_base_seconds=30)
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+    caught = []
+    for _ in range(3):
+        try:
+            cache.get("db")
+        except ThrottledError as exc:
+            caught.append(exc)
+
+    assert len({id(e) for e in caught}) == 3
+    assert {(type(e), e.code, e.secret_id) for e in caught} == {
+        (ThrottledError, "ThrottlingException", "db")
+    }
+
+
+def test_prefetch_never_overwrites_what_a_read_saw_meanwhile(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    batch = BatchFetcher(fetcher)
+    inner = batch.fetch_many
+
+    def slow_batch(ids):
+        answer = inner(ids)  # the batch read generation 0 ...
+        fetcher.rotate("db")  # ... then the secret rotated ...
+        cache.get("db", refresh=True)  # ... and a reader saw generation 1
+        fetcher.errors["gone"] = AccessDeniedError("revoked", secret_id="gone")
+        with pytest.raises(AccessDeniedError):
+            cache.get("gone")  # ... and another saw a revocation
+        return answer
+
+    batch.fetch_many = slow_batch  # type: ignore[method-assign]
+    cache = make_cache(batch, clock)
+
+    cache.prefetch(["db", "gone"])
+
+    assert cache.lookup("db").value.secret_string == "db@1"
+    with pytest.raises(AccessDeniedError):
+        cache.get("gone")
+
+
+def test_prefetch_failures_are_recorded_like_reads(fetcher, clock):
+    cache = make_cache(BatchFetcher(fetcher), clock)
+    cache.get("db")
+    fetcher.errors["db"] = AccessDeniedError("revoked", secret_id="db")
+
+    failed = cache.prefetch(["db"])
+
+    assert isinstance(failed["db"], AccessDeniedError)
+    with pytest.raises(AccessDeniedError):  # the revoked value is gone
+        cache.get("db")
+
+
+def test_prefetch_timeout_holds_between_single_fetches(fetcher, clock):
+    def slow(secret_id):
+        clock.advance(0.2)
+
+    fetcher.on_fetch = slow
+    cache = make_cache(fetcher, clock)
+
+    failed = cache.prefetch([f"app/{i}" for i in range(20)], timeout=0.5)
+
+    assert len(fetcher.calls) == 3  # at 0, 0.2 and 0.4 s
+    assert len(failed) == 17

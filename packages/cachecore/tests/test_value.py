@@ -39,3 +39,14 @@ def test_value_is_immutable():
 
 def test_text_decodes_binary_as_utf8():
     assert SecretValue(name="b", secret_binary="é".encode()).text == "é"
+
+
+def test_text_of_non_utf8_binary_fails_without_showing_the_bytes():
+    value = SecretValue(name="blob", secret_binary=b"\xff" + SENTINEL.encode())
+
+    with pytest.raises(ValueError) as caught:
+        _ = value.text
+
+    assert SENTINEL not in repr(caught.value)
+    assert SENTINEL not in str(caught.value)
+    assert caught.value.__context__ is None

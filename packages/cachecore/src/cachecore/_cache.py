@@ -26,6 +26,7 @@ a slow miss on one key delays no other key.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -192,21 +193,25 @@ class _Entry:
     """What the cache knows of one key: its last value and its failures."""
 
     __slots__ = (
+        "ahead_at",
         "error",
         "expires_at",
         "failures",
         "refreshed_at",
         "retry_at",
+        "updated",
         "value",
     )
 
     def __init__(self) -> None:
         self.value: Any = None
         self.expires_at = _NEVER
+        self.ahead_at = _NEVER  # from then on a read refreshes ahead, if enabled
         self.error: FetchError | None = None
         self.failures = 0
         self.retry_at = _NEVER
-        self.refreshed_at = _NEVER
+        self.refreshed_at = _NEVER  # the last call made for a forced refresh
+        self.updated = 0  # the cache's sequence number when an outcome was recorded
 
 
 class _Flight:
@@ -222,9 +227,11 @@ class _Flight:
 
 
 def _raise(error: BaseException) -> NoReturn:
-    # The same stored error is raised to many callers: drop the traceback of the
-    # last raise so that it does not grow with every one.
-    raise error.with_traceback(None)
+    # A stored error reaches many callers, in many threads: each gets its own copy,
+    # so that no caller's traceback or context ends up on another's exception.
+    fresh = copy.copy(error)
+    fresh.__cause__ = error.__cause__
+    raise fresh.with_traceback(None)
 
 
 class SecretCache:
@@ -258,6 +265,8 @@ class SecretCache:
         self._flights: dict[CacheKey, _Flight] = {}
         self._background: ThreadPoolExecutor | None = None
         self._batch_denied = False
+        self._closed = False
+        self._sequence = 0  # counts recorded outcomes, to order them
         self._hits = 0
         self._misses = 0
         self._stale = 0
@@ -371,7 +380,9 @@ class SecretCache:
                 answer = self._answer_from_entry(key, entry, now, refresh)
                 if answer is not None:
                     return answer
-                if now < entry.retry_at and entry.error is not None:
+                if entry.error is not None and (
+                    now < entry.retry_at or self._capped(entry, now, refresh)
+                ):
                     self._entries.move_to_end(key)
                     self._backoff_errors += 1
                     error: BaseException = entry.error
@@ -411,27 +422,28 @@ class SecretCache:
         if value is None:
             return None
         age = now - value.fetched_at
-        backing_off = now < entry.retry_at
-        if now < entry.expires_at:
-            if not refresh:
-                self._entries.move_to_end(key)
-                self._hits += 1
-                if self._ahead and now >= entry.expires_at - self._ahead:
-                    self._refresh_ahead(key, entry, now)
-                return Lookup(value, "hit", age)
-            if now - entry.refreshed_at < self._config.refresh_min_interval:
-                self._entries.move_to_end(key)
-                self._hits += 1
-                return Lookup(value, "hit", age)
-        if backing_off and now <= entry.expires_at + self._config.max_stale:
+        capped = self._capped(entry, now, refresh)
+        if now < entry.expires_at and (not refresh or capped):
+            self._entries.move_to_end(key)
+            self._hits += 1
+            if self._ahead and not refresh and now >= entry.ahead_at:
+                self._refresh_ahead(key, entry, now)
+            return Lookup(value, "hit", age)
+        failing = now < entry.retry_at or (capped and entry.error is not None)
+        if failing and now < entry.expires_at + self._config.max_stale:
             self._entries.move_to_end(key)
             self._stale += 1
             return Lookup(value, "stale", age)
         return None
 
+    def _capped(self, entry: _Entry, now: float, refresh: bool) -> bool:
+        """Whether a forced refresh must not call: one called too recently."""
+        interval = self._config.refresh_min_interval
+        return refresh and now - entry.refreshed_at < interval
+
     def _refresh_ahead(self, key: CacheKey, entry: _Entry, now: float) -> None:
         """Start a background fetch of a key read late in its TTL (lock held)."""
-        if key in self._flights or now < entry.retry_at:
+        if self._closed or key in self._flights or now < entry.retry_at:
             return
         flight = self._flights[key] = _Flight(forced=False)
         if self._background is None:
@@ -461,48 +473,53 @@ class SecretCache:
         )
 
     def _fetch(self, key: CacheKey, flight: _Flight) -> Lookup[Any]:
+        """Make the call of a flight and record its outcome.
+
+        Whatever happens, even an interrupt, the flight is removed and its waiters
+        are woken: no key is ever left waiting on a call that ended.
+        """
         name = key[1]
         logger.debug("fetching %s", name)
         try:
-            value = self._call(key)
-        except FetchError as exc:
+            try:
+                value = self._call(key)
+                if not isinstance(value, SecretValue | ParameterValue):
+                    raise UpstreamUnavailableError(
+                        f"the fetcher answered {type(value).__name__}, not a value",
+                        secret_id=name,
+                    )
+            except FetchError as exc:
+                with self._lock:
+                    self._upstream_calls += 1
+                    self._upstream_errors += 1
+                    stale = self._record_failure(key, exc, self._clock(), flight.forced)
+                if stale is None:
+                    flight.error = exc
+                    raise
+                flight.lookup = stale
+                return stale
             with self._lock:
                 self._upstream_calls += 1
-                self._upstream_errors += 1
-                lookup = self._record_failure(key, exc, self._clock())
-                del self._flights[key]
-            if lookup is None:
-                flight.error = exc
-            else:
-                flight.lookup = lookup
-            flight.done.set()
-            if lookup is None:
-                raise
-            return lookup
+                now = self._clock()
+                value = replace(value, fetched_at=now)
+                self._store(key, value, now, forced=flight.forced)
+            flight.lookup = Lookup(value, "miss", 0.0)
+            return flight.lookup
         except BaseException as exc:
-            with self._lock:
-                self._upstream_calls += 1
-                self._upstream_errors += 1
-                del self._flights[key]
-            flight.error = (
-                exc
-                if isinstance(exc, Exception)
-                else UpstreamUnavailableError(
-                    "the fetch was interrupted", secret_id=name
+            if flight.error is None and flight.lookup is None:
+                flight.error = (
+                    exc
+                    if isinstance(exc, Exception)
+                    else UpstreamUnavailableError(
+                        "the fetch was interrupted", secret_id=name
+                    )
                 )
-            )
-            flight.done.set()
             raise
-
-        with self._lock:
-            self._upstream_calls += 1
-            now = self._clock()
-            value = replace(value, fetched_at=now)
-            self._store(key, value, now, forced=flight.forced)
-            del self._flights[key]
-        flight.lookup = lookup = Lookup(value, "miss", 0.0)
-        flight.done.set()
-        return lookup
+        finally:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            flight.done.set()
 
     def _store(
         self,
@@ -518,18 +535,23 @@ class SecretCache:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
+        ttl = self._ttl * (1.0 - self._jitter * self._random())
         entry.value = value
-        entry.expires_at = now + self._ttl * (1.0 - self._jitter * self._random())
+        entry.expires_at = now + ttl
+        entry.ahead_at = now + ttl * (1.0 - self._config.refresh_ahead)
         entry.error = None
         entry.failures = 0
         entry.retry_at = _NEVER
-        if forced:
-            entry.refreshed_at = now
+        # Only a forced refresh starts the interval; an ordinary fetch ends it, so
+        # that a refresh after an ordinary read always calls.
+        entry.refreshed_at = now if forced else _NEVER
+        self._sequence += 1
+        entry.updated = self._sequence
         self._entries.move_to_end(key)
         self._evict()
 
     def _record_failure(
-        self, key: CacheKey, error: FetchError, now: float
+        self, key: CacheKey, error: FetchError, now: float, forced: bool
     ) -> Lookup[Any] | None:
         """Start or lengthen the key's backoff; the stale answer, if any (lock held)."""
         entry = self._entries.get(key)
@@ -538,6 +560,10 @@ class SecretCache:
         entry.failures = min(entry.failures + 1, _MAX_BACKOFF_EXPONENT)
         entry.error = error
         entry.retry_at = now + self.backoff(entry.failures)
+        self._sequence += 1
+        entry.updated = self._sequence
+        if forced:
+            entry.refreshed_at = now
         self._entries.move_to_end(key)
         self._evict()
         value = entry.value
@@ -547,7 +573,7 @@ class SecretCache:
             entry.value = None
             entry.expires_at = _NEVER
             return None
-        if value is None or now > entry.expires_at + self._config.max_stale:
+        if value is None or now >= entry.expires_at + self._config.max_stale:
             return None
         logger.warning(
             "%s: %s, serving the cached value %.0fs old",
@@ -575,9 +601,12 @@ class SecretCache:
         """Fetch the current value of each id now; return the ids that failed.
 
         Uses the fetcher's ``fetch_many`` (BatchGetSecretValue, 20 ids a call) when
-        it has one, and single fetches otherwise or where the batch call is denied.
-        No new call starts after ``timeout`` seconds: the ids not reached by then
-        fail with ``UpstreamTimeoutError``. An id that fails does not fail others.
+        it has one, and single fetches otherwise, where the batch call is denied,
+        or for ids a batch did not answer. No call starts after ``timeout``
+        seconds: the ids not reached by then fail with ``UpstreamTimeoutError``.
+        An id that fails does not fail others, and its failure is recorded as a
+        read's would be. A value or failure that a read recorded while the
+        prefetch was under way is never overwritten by the prefetch's older one.
         """
         failed: dict[str, FetchError] = {}
         pending: list[str] = []
@@ -590,49 +619,74 @@ class SecretCache:
                 pending.append(secret_id)
 
         deadline = self._clock() + timeout
+        late = UpstreamTimeoutError(
+            f"prefetch ran out of its {timeout:g}s before reaching this id"
+        )
         for start in range(0, len(pending), PREFETCH_BATCH):
             chunk = pending[start : start + PREFETCH_BATCH]
-            if self._clock() >= deadline:
-                for secret_id in pending[start:]:
-                    failed[secret_id] = UpstreamTimeoutError(
-                        f"prefetch ran out of its {timeout:g}s before reaching it",
-                        secret_id=secret_id,
-                    )
-                break
-            values, errors = self._fetch_chunk(chunk)
-            failed.update(errors)
             with self._lock:
-                now = self._clock()
-                for secret_id, value in values.items():
-                    self._store(
-                        ("secret", secret_id, None, None),
-                        replace(value, fetched_at=now),
-                        now,
-                        forced=False,
-                    )
+                started = self._sequence
+            if self._clock() >= deadline:
+                failed.update(dict.fromkeys(pending[start:], late))
+                break
+            values, errors = self._fetch_chunk(chunk, deadline, late)
+            failed.update(errors)
+            called = {k: e for k, e in errors.items() if e is not late}
+            self._keep_prefetched(values, called, started)
         logger.info(
             "prefetched %d of %d secrets", len(pending) - len(failed), len(pending)
         )
         return failed
 
+    def _keep_prefetched(
+        self,
+        values: dict[str, SecretValue],
+        errors: dict[str, FetchError],
+        started: int,
+    ) -> None:
+        with self._lock:
+            now = self._clock()
+            for secret_id, value in values.items():
+                key: CacheKey = ("secret", secret_id, None, None)
+                if self._newer_than(key, started):
+                    continue
+                self._store(key, replace(value, fetched_at=now), now, forced=False)
+            for secret_id, error in errors.items():
+                key = ("secret", secret_id, None, None)
+                if not self._newer_than(key, started):
+                    self._upstream_errors += 1
+                    self._record_failure(key, error, now, forced=False)
+
+    def _newer_than(self, key: CacheKey, started: int) -> bool:
+        """Whether a read recorded anything for ``key`` since ``started``."""
+        entry = self._entries.get(key)
+        in_flight = key in self._flights
+        return in_flight or (entry is not None and entry.updated > started)
+
     def _fetch_chunk(
-        self, chunk: list[str]
+        self, chunk: list[str], deadline: float, late: UpstreamTimeoutError
     ) -> tuple[dict[str, SecretValue], dict[str, FetchError]]:
+        values: dict[str, SecretValue] = {}
+        errors: dict[str, FetchError] = {}
         fetch_many = getattr(self._fetcher, "fetch_many", None)
         if fetch_many is not None and not self._batch_denied:
+            with self._lock:
+                self._upstream_calls += 1
             try:
-                with self._lock:
-                    self._upstream_calls += 1
                 found, failed = fetch_many(chunk)
-                return dict(found), dict(failed)
+                values.update(found)
+                errors.update(failed)
             except AccessDeniedError:
                 logger.info("BatchGetSecretValue is denied; prefetching one by one")
                 self._batch_denied = True
             except FetchError as exc:
-                return {}, {secret_id: exc for secret_id in chunk}
-        values: dict[str, SecretValue] = {}
-        errors: dict[str, FetchError] = {}
+                return {}, dict.fromkeys(chunk, exc)
         for secret_id in chunk:
+            if secret_id in values or secret_id in errors:
+                continue
+            if self._clock() >= deadline:
+                errors[secret_id] = late
+                continue
             with self._lock:
                 self._upstream_calls += 1
             try:
@@ -668,6 +722,7 @@ class SecretCache:
         """Forget everything, stop background refreshes, close the fetcher."""
         self.clear()
         with self._lock:
+            self._closed = True
             background, self._background = self._background, None
         if background is not None:
             background.shutdown(wait=False, cancel_futures=True)

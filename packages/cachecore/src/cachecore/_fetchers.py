@@ -72,6 +72,12 @@ _CODES: Mapping[str, type[FetchError]] = {
     "Throttling": ThrottledError,
     "TooManyRequestsException": ThrottledError,
     "RequestLimitExceeded": ThrottledError,
+    "RequestThrottled": ThrottledError,
+    "RequestThrottledException": ThrottledError,
+    "SlowDown": ThrottledError,
+    "LimitExceededException": ThrottledError,
+    "PriorRequestNotComplete": UpstreamUnavailableError,
+    "RequestExpired": AccessDeniedError,
     "InternalServiceError": UpstreamUnavailableError,
     "InternalFailure": UpstreamUnavailableError,
     "ServiceUnavailable": UpstreamUnavailableError,
@@ -109,16 +115,28 @@ def _coded_error(
     secret_id: str | None,
     service: str = "Secrets Manager",
 ) -> FetchError:
-    if code.isdigit():  # botocore names an error without a code by its status
-        status, code = int(code), ""
-    kind = _CODES.get(code)
-    if kind is None:
-        if status == 429:
-            kind = ThrottledError
-        elif isinstance(status, int) and status >= 500:
-            kind = UpstreamUnavailableError
-        else:
-            kind = FetchError
+    if code.isdigit():
+        # No AWS error code: botocore names the error by its status, so something
+        # other than AWS answered (a proxy, a load balancer). Only the status is
+        # known, and none of it means the secret was revoked.
+        status = int(code)
+        kind: type[FetchError] = (
+            ThrottledError
+            if status == 429
+            else UpstreamTimeoutError
+            if status in (408, 504)
+            else UpstreamUnavailableError
+        )
+        return kind(f"{service} answered HTTP {status}: {message}", secret_id=secret_id)
+    kind_or_none = _CODES.get(code)
+    if kind_or_none is not None:
+        kind = kind_or_none
+    elif status == 429:
+        kind = ThrottledError
+    elif isinstance(status, int) and status >= 500:
+        kind = UpstreamUnavailableError
+    else:
+        kind = FetchError
     return kind(
         f"{service} answered {code or status}: {message}",
         secret_id=secret_id,
@@ -351,9 +369,9 @@ class SecretsManagerFetcher:
     ) -> tuple[dict[str, SecretValue], dict[str, FetchError]]:
         """Read the current values of up to 20 ids with one BatchGetSecretValue.
 
-        Returns the values and the errors, each by the id as it was asked for. An
-        id the answer does not mention is fetched on its own. A failure of the call
-        as a whole raises ``FetchError``.
+        Returns the values and the errors, each by the id as it was asked for; an
+        id the answer does not mention is in neither. A failure of the call as a
+        whole raises ``FetchError``.
         """
         started = time.monotonic()
         try:
@@ -369,7 +387,7 @@ class SecretsManagerFetcher:
         asked = set(secret_ids)
         values: dict[str, SecretValue] = {}
         errors: dict[str, FetchError] = {}
-        for item in response.get("SecretValueList") or ():
+        for item in response.get("SecretValues") or ():
             for name in (item.get("Name"), item.get("ARN")):
                 if name in asked:
                     try:
@@ -385,12 +403,6 @@ class SecretsManagerFetcher:
                     None,
                     secret_id,
                 )
-        for secret_id in secret_ids:
-            if secret_id not in values and secret_id not in errors:
-                try:
-                    values[secret_id] = self.fetch(secret_id)
-                except FetchError as exc:
-                    errors[secret_id] = exc
         return values, errors
 
     def close(self) -> None:

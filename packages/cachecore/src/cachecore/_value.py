@@ -44,7 +44,17 @@ class SecretValue:
         """The secret as text: the string, or the bytes decoded as UTF-8."""
         if self.secret_string is not None:
             return self.secret_string
-        return (self.secret_binary or b"").decode("utf-8")
+        data = self.secret_binary or b""
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            offset = exc.start
+        # Raised outside the handler: the decode error's repr would show the bytes,
+        # so it must not even be this error's context.
+        raise ValueError(
+            f"the binary secret {self.name!r} is not UTF-8 text (bad byte at offset "
+            f"{offset})"
+        )
 
     def json(self) -> Any:
         """Parse the secret as JSON; every call returns a fresh object."""
