@@ -582,3 +582,19 @@ def test_prefetch_timeout_holds_between_single_fetches(fetcher, clock):
 
     assert len(fetcher.calls) == 3  # at 0, 0.2 and 0.4 s
     assert len(failed) == 17
+
+
+def test_backoff_stops_serving_stale_at_max_stale(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=60, max_stale=100, backoff_base_seconds=30)
+    cache.get("db")
+    fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
+    clock.advance(150)
+    assert cache.lookup("db").state == "stale"  # the call fails; backoff to 180 s
+    calls = len(fetcher.calls)
+
+    clock.advance(9.5)
+    assert cache.lookup("db").state == "stale"  # from the backoff, no call
+    clock.advance(0.5)  # exactly max_stale past expiry, still backing off
+    with pytest.raises(ThrottledError):
+        cache.get("db")
+    assert len(fetcher.calls) == calls
