@@ -18,7 +18,14 @@ PACKAGES = (
     "packages/lambda-ext",
     "packages/client-py",
 )
-TEST_TOOLS = ("pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "boto3>=1.34")
+TEST_TOOLS = (
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "boto3>=1.34",
+    "schemathesis>=4,<5",
+    "openapi-spec-validator>=0.7",
+)
 SOURCES = (
     "packages/cachecore/src",
     "packages/server-falcon/src",
