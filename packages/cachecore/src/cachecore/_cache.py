@@ -358,6 +358,9 @@ class SecretCache:
         refresh: bool = False,
     ) -> Lookup[ParameterValue]:
         """Like ``get_parameter``, but also say how the value was come by."""
+        # Checked before the lookup, not only on a miss: a cached version must not
+        # answer a request that also names a label.
+        check_parameter(name, version, label)
         selector = str(version) if version is not None else label
         key: CacheKey = (
             "parameter",
@@ -367,7 +370,7 @@ class SecretCache:
         )
         return cast(
             Lookup[ParameterValue],
-            self._lookup(key, refresh, lambda: check_parameter(name, version, label)),
+            self._lookup(key, refresh, lambda: None),
         )
 
     def _lookup(

@@ -154,9 +154,9 @@ def parse_query(raw: str, allowed: Iterable[str]) -> dict[str, str]:
         except (UnicodeDecodeError, UnicodeEncodeError):
             _bad_parameter("the query string is not UTF-8 once %-escapes are decoded")
         if name not in allowed:
+            takes = ", ".join(sorted(allowed)) if allowed else "no parameters"
             _bad_parameter(
-                f"unknown parameter {_shorten(name)}; this route takes "
-                + ", ".join(sorted(allowed))
+                f"unknown parameter {_shorten(name)}; this route takes {takes}"
             )
         if name in params:
             _bad_parameter(f"parameter {_shorten(name)} is given more than once")
