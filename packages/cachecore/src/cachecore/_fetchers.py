@@ -282,14 +282,16 @@ def _build_client(
         ) from None
 
 
-class SecretsManagerFetcher:
-    """Reads secrets with GetSecretValue.
+class _ClientFetcher:
+    """A fetcher built on one botocore client of ``service``.
 
-    Pass ``client`` to use a botocore or boto3 Secrets Manager client of your own;
-    otherwise one is built from ``session`` (a botocore session; a new default one
-    when not given), ``region``, ``endpoint_url`` and the timeouts (seconds).
-    ``max_attempts`` counts the first try and botocore's retries.
+    Pass ``client`` to use a botocore or boto3 client of your own; otherwise one is
+    built from ``session`` (a botocore session; a new default one when not given),
+    ``region``, ``endpoint_url`` and the timeouts (seconds). ``max_attempts``
+    counts the first try and botocore's retries.
     """
+
+    service = ""
 
     def __init__(
         self,
@@ -304,7 +306,7 @@ class SecretsManagerFetcher:
     ) -> None:
         if client is None:
             client = _build_client(
-                "secretsmanager",
+                self.service,
                 session=session,
                 region=region,
                 endpoint_url=endpoint_url,
@@ -313,6 +315,23 @@ class SecretsManagerFetcher:
                 max_attempts=max_attempts,
             )
         self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The botocore client this fetcher calls."""
+        return self._client
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()
+
+
+class SecretsManagerFetcher(_ClientFetcher):
+    """Reads secrets with GetSecretValue (and BatchGetSecretValue for prefetch)."""
+
+    service = "secretsmanager"
 
     @classmethod
     def from_config(
@@ -326,11 +345,6 @@ class SecretsManagerFetcher:
             connect_timeout=config.upstream_timeout,
             read_timeout=config.upstream_timeout,
         )
-
-    @property
-    def client(self) -> Any:
-        """The botocore client this fetcher calls."""
-        return self._client
 
     def fetch(
         self,
@@ -405,42 +419,15 @@ class SecretsManagerFetcher:
                 )
         return values, errors
 
-    def close(self) -> None:
-        """Close the client's connection pool."""
-        close = getattr(self._client, "close", None)
-        if close is not None:
-            close()
 
-
-class ParameterStoreFetcher:
+class ParameterStoreFetcher(_ClientFetcher):
     """Reads SSM Parameter Store parameters with GetParameter.
 
     Built like ``SecretsManagerFetcher``; left unset, the endpoint follows
     ``AWS_ENDPOINT_URL_SSM``, then ``AWS_ENDPOINT_URL``.
     """
 
-    def __init__(
-        self,
-        client: Any = None,
-        *,
-        session: Any = None,
-        region: str | None = None,
-        endpoint_url: str | None = None,
-        connect_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
-        read_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
-        max_attempts: int = 3,
-    ) -> None:
-        if client is None:
-            client = _build_client(
-                "ssm",
-                session=session,
-                region=region,
-                endpoint_url=endpoint_url,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                max_attempts=max_attempts,
-            )
-        self._client = client
+    service = "ssm"
 
     @classmethod
     def from_config(
@@ -456,11 +443,6 @@ class ParameterStoreFetcher:
             connect_timeout=config.upstream_timeout,
             read_timeout=config.upstream_timeout,
         )
-
-    @property
-    def client(self) -> Any:
-        """The botocore client this fetcher calls."""
-        return self._client
 
     def fetch_parameter(
         self, name: str, *, selector: str | None = None, with_decryption: bool = False
@@ -500,9 +482,3 @@ class ParameterStoreFetcher:
             data_type=parameter.get("DataType"),
             last_modified_date=parameter.get("LastModifiedDate"),
         )
-
-    def close(self) -> None:
-        """Close the client's connection pool."""
-        close = getattr(self._client, "close", None)
-        if close is not None:
-            close()
