@@ -207,29 +207,32 @@ class WholeRequestWorker(ThreadWorker):  # type: ignore[misc]
         conn.head_end = -1
         conn.body_length = 0
         conn.deadline = deadline
-        if self._settle(conn):
-            return
         conn.sock.setblocking(False)
+        if self._settle(conn) or self._receive(conn):  # the bytes may be there
+            return
         self._awaiting.add(conn)
         self._next_deadline = min(self._next_deadline, deadline)
         self.poller.register(
             conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn)
         )
-        self._on_readable(conn, conn.sock)  # the bytes may be there already
 
     def _on_readable(self, conn: _Connection, sock: Any) -> None:
+        self._receive(conn)
+
+    def _receive(self, conn: _Connection) -> bool:
+        """Read what has arrived; True once ``conn`` is settled or ended."""
         try:
             data = conn.sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self._stop_awaiting(conn)
             self._end(conn, None)
-            return
+            return True
         conn.received += data
-        self._settle(conn)
+        return self._settle(conn)
 
     def _settle(self, conn: _Connection) -> bool:
         """Hand ``conn`` to a thread once its request is complete, or refuse it.
