@@ -107,6 +107,8 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
 
     parser_class = _Parser
     error_task_class = _ErrorTask
+    will_close: bool
+    close_when_flushed: bool
 
     def __init__(self, server: _Server, *args: Any, **kwargs: Any) -> None:
         super().__init__(server, *args, **kwargs)
@@ -121,8 +123,8 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
             self.deadline = time.monotonic() + self.server.request_timeout
 
     def is_overdue(self, now: float) -> bool:
-        """Whether the client is late with its next request."""
-        if self.requests or self.will_close or self.close_when_flushed:
+        """Whether the client is late with its next request, or with reading."""
+        if self.requests or self.will_close:
             return False  # requests is read first: only another thread empties it
         deadline = self.deadline
         return deadline is not None and now >= deadline
@@ -134,10 +136,15 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         super().handle_close()
 
     def time_out(self) -> None:
-        """Answer 408 if part of a request arrived, and close."""
+        """Answer 408 if part of a request arrived, and close.
+
+        A client that has not read its last answer by the next deadline is cut
+        off, so that it does not keep its connection open forever.
+        """
         request = self.request
-        if request is None or not (
-            request.headers_finished or request.header_plus.strip()
+        if self.close_when_flushed or not (
+            request is not None
+            and (request.headers_finished or request.header_plus.strip())
         ):
             self.will_close = True
             return
@@ -147,6 +154,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
             self.current_outbuf_count += len(answer)
             self.total_outbufs_len += len(answer)
         self.close_when_flushed = True
+        self.deadline = time.monotonic() + self.server.request_timeout
 
 
 class _Server(TcpWSGIServer):  # type: ignore[misc]
