@@ -32,6 +32,7 @@ __all__ = [
     "answer_body",
     "answer_headers",
     "answer_reason",
+    "answered_status",
     "body_length",
     "chunked_body_end",
     "close_at_once",
@@ -228,6 +229,13 @@ def chunked_body_end(data: bytes | bytearray, start: int) -> tuple[int, int]:
         if data[data_end : data_end + 2] != b"\r\n":
             return MALFORMED, start
         start = data_end + 2
+
+
+def answered_status(status: int) -> int:
+    """``status`` if there is an answer for it here, else 400 or 500 by its class."""
+    if status in _ANSWERS:
+        return status
+    return 400 if 400 <= status < 500 else 500
 
 
 def answer_reason(status: int) -> str:

@@ -30,6 +30,7 @@ from ._limits import (
     answer_body,
     answer_headers,
     answer_reason,
+    answered_status,
     discard_arrived,
     head_problem,
     http_answer,
@@ -86,9 +87,7 @@ class _ErrorTask(ErrorTask):  # type: ignore[misc]
 
     def execute(self) -> None:
         """Write the answer and close the connection after it."""
-        status = int(self.request.error.code)
-        if status not in (400, 413, 414, 431, 500, 501):
-            status = 400 if 400 <= status < 500 else 500
+        status = answered_status(int(self.request.error.code))
         if status < 500:
             logger.info(
                 "refused a request from %s with %s", self.channel.addr[0], status
