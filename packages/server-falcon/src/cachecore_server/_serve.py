@@ -6,8 +6,8 @@ worker with several threads, and the app is built before the worker is forked
 of in a worker that gunicorn would keep restarting. waitress runs in this process;
 SIGTERM and SIGINT stop it after the requests under way.
 
-Both servers get the same limits (``_limits``): a bounded request head, a time to
-send it, and a number of connections beyond which a new one is answered 429. The
+Both servers get the same limits (``_limits``): a bounded request, a time to send
+it in, and a number of connections beyond which a new one is answered 429. The
 worker of ``_gthread`` and the server of ``_waitress`` apply them.
 """
 
@@ -179,8 +179,8 @@ def serve(
 ) -> None:
     """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT.
 
-    A connection has ``request_timeout`` seconds to send each request head; one
-    beyond ``max_connections`` open is answered 429.
+    A connection has ``request_timeout`` seconds to send each request; one beyond
+    ``max_connections`` open is answered 429.
     """
     address = bind_address(host, port)
     if server not in SERVERS:
