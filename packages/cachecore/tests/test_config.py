@@ -66,6 +66,10 @@ def test_argument_beats_environment_beats_default():
         ("CACHECORE_BACKOFF_GROWTH", "0.5", "a number from 1 to 10"),
         ("CACHECORE_BACKOFF_MAX_SECONDS", "inf", "number of seconds above 0"),
         ("CACHECORE_REFRESH_AHEAD", "1", "a number from 0 to 0.9"),
+        ("CACHECORE_REQUEST_TIMEOUT", "0", "number of seconds above 0"),
+        ("CACHECORE_REQUEST_TIMEOUT", "301", "at most 300"),
+        ("CACHECORE_MAX_CONNECTIONS", "0", "integer from 1 to 65535"),
+        ("CACHECORE_MAX_CONNECTIONS", "lots", "integer from 1 to 65535"),
     ],
 )
 def test_bad_environment_value_names_the_variable_and_what_it_accepts(
@@ -175,6 +179,19 @@ def test_policy_settings_are_read_from_the_environment():
     )
     assert (config.backoff_base_seconds, config.backoff_growth) == (0.5, 3)
     assert (config.backoff_max_seconds, config.refresh_ahead) == (90, 0.2)
+
+
+def test_server_limits_have_documented_defaults_and_are_read():
+    assert (Config.from_env({}).request_timeout, Config().max_connections) == (
+        5.0,
+        256,
+    )
+
+    config = Config.from_env(
+        {"CACHECORE_REQUEST_TIMEOUT": "0.5", "CACHECORE_MAX_CONNECTIONS": "4"}
+    )
+
+    assert (config.request_timeout, config.max_connections) == (0.5, 4)
 
 
 def test_backoff_cap_below_its_base_is_refused_naming_both():

@@ -30,6 +30,8 @@ def clean_env(monkeypatch):
         ("CACHECORE_MAX_ENTRIES", "-3"),
         ("CACHECORE_AUTH", "off"),
         ("CACHECORE_UPSTREAM_TIMEOUT", "soon"),
+        ("CACHECORE_REQUEST_TIMEOUT", "-1"),
+        ("CACHECORE_MAX_CONNECTIONS", "0"),
     ],
 )
 def test_bad_setting_stops_start_with_exit_2_naming_it(

@@ -20,15 +20,19 @@ from ._errors import ConfigError
 __all__ = [
     "Config",
     "DEFAULT_HOST",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_ENTRIES",
     "DEFAULT_PORT",
+    "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_TTL",
     "DEFAULT_UPSTREAM_TIMEOUT",
     "ENV_AUTH",
     "ENV_HOST",
+    "ENV_MAX_CONNECTIONS",
     "ENV_MAX_ENTRIES",
     "ENV_NAMES",
     "ENV_PORT",
+    "ENV_REQUEST_TIMEOUT",
     "ENV_TOKEN",
     "ENV_TTL",
     "ENV_UPSTREAM_TIMEOUT",
@@ -50,6 +54,8 @@ ENV_BACKOFF_BASE = "CACHECORE_BACKOFF_BASE_SECONDS"
 ENV_BACKOFF_GROWTH = "CACHECORE_BACKOFF_GROWTH"
 ENV_BACKOFF_MAX = "CACHECORE_BACKOFF_MAX_SECONDS"
 ENV_REFRESH_AHEAD = "CACHECORE_REFRESH_AHEAD"
+ENV_REQUEST_TIMEOUT = "CACHECORE_REQUEST_TIMEOUT"
+ENV_MAX_CONNECTIONS = "CACHECORE_MAX_CONNECTIONS"
 
 #: Where the HTTP token comes from: the first of these that is set and not empty.
 TOKEN_SOURCES = (
@@ -71,6 +77,8 @@ DEFAULT_BACKOFF_BASE = 1.0
 DEFAULT_BACKOFF_GROWTH = 2.0
 DEFAULT_BACKOFF_MAX = 60.0
 DEFAULT_REFRESH_AHEAD = 0.0
+DEFAULT_REQUEST_TIMEOUT = 5.0
+DEFAULT_MAX_CONNECTIONS = 256
 
 MAX_TTL = 86400
 MAX_ENTRIES_LIMIT = 10_000_000
@@ -78,6 +86,8 @@ MAX_UPSTREAM_TIMEOUT = 300.0
 MAX_STALE_LIMIT = 604800.0
 MAX_REFRESH_MIN_INTERVAL = 3600.0
 MAX_BACKOFF = 86400.0
+MAX_REQUEST_TIMEOUT = 300.0
+MAX_CONNECTIONS_LIMIT = 65535
 
 AuthMode = Literal["token", "none"]
 _AUTH_MODES: tuple[AuthMode, ...] = ("token", "none")
@@ -212,6 +222,10 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "backoff_growth": lambda label, raw: _number(label, raw, 1, 10, unit=""),
     "backoff_max_seconds": lambda label, raw: _seconds(label, raw, MAX_BACKOFF),
     "refresh_ahead": lambda label, raw: _number(label, raw, 0, 0.9, unit=""),
+    "request_timeout": lambda label, raw: _seconds(label, raw, MAX_REQUEST_TIMEOUT),
+    "max_connections": lambda label, raw: _integer(
+        label, raw, 1, MAX_CONNECTIONS_LIMIT
+    ),
 }
 
 #: The environment variable of each setting that has one.
@@ -229,6 +243,8 @@ ENV_NAMES = {
     "backoff_growth": ENV_BACKOFF_GROWTH,
     "backoff_max_seconds": ENV_BACKOFF_MAX,
     "refresh_ahead": ENV_REFRESH_AHEAD,
+    "request_timeout": ENV_REQUEST_TIMEOUT,
+    "max_connections": ENV_MAX_CONNECTIONS,
 }
 
 
@@ -247,6 +263,10 @@ class Config:
     value up to ``max_stale`` seconds past its expiry is served, marked stale.
     With ``refresh_ahead`` above 0, a key read in the last part of its TTL of that
     size is fetched again in the background.
+
+    The servers: a connection gets ``request_timeout`` seconds, from when it opens
+    or from its previous answer, to send a complete request head; at most
+    ``max_connections`` are open at once, and one more is answered 429.
     """
 
     ttl: int = DEFAULT_TTL
@@ -266,6 +286,8 @@ class Config:
     backoff_growth: float = DEFAULT_BACKOFF_GROWTH
     backoff_max_seconds: float = DEFAULT_BACKOFF_MAX
     refresh_ahead: float = DEFAULT_REFRESH_AHEAD
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def __post_init__(self) -> None:
         for name, parse in _PARSERS.items():

@@ -203,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=config.port,
             server=args.server,
             threads=args.threads,
+            request_timeout=config.request_timeout,
+            max_connections=config.max_connections,
         )
     finally:
         if demo is not None:

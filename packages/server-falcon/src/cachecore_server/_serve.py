@@ -5,17 +5,24 @@ worker with several threads, and the app is built before the worker is forked
 (``preload_app``) so that a bad setting stops start-up in the foreground instead
 of in a worker that gunicorn would keep restarting. waitress runs in this process;
 SIGTERM and SIGINT stop it after the requests under way.
+
+Both servers get the same limits (``_limits``): a bounded request, a time to send
+it in, and a number of connections beyond which a new one is answered 429. The
+worker of ``_gthread`` and the server of ``_waitress`` apply them.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import resource
 import signal
 import socket
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+from ._limits import MAX_HEADER_FIELD, MAX_HEADER_FIELDS, MAX_REQUEST_LINE
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -30,7 +37,8 @@ logger = logging.getLogger(__name__)
 SERVERS = ("gunicorn", "waitress")
 DEFAULT_THREADS = 8
 DEFAULT_GRACEFUL_TIMEOUT = 5.0
-MAX_REQUEST_BODY = 1024 * 1024
+#: Files the process needs open besides its client connections.
+_SPARE_FILES = 64
 
 WSGIApp = Callable[..., Any]
 
@@ -54,25 +62,63 @@ def check_bindable(host: str, port: int) -> None:
         probe.bind((host.strip("[]"), port))
 
 
+def ensure_file_limit(max_connections: int) -> None:
+    """Raise the soft limit on open files so that ``max_connections`` fit, or warn.
+
+    Without files to spare, accepting fails before the limit is reached.
+    """
+    needed = max_connections + _SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        wanted = soft
+    if wanted < needed:
+        logger.warning(
+            "at most %s files may be open, too few for %s connections "
+            "(CACHECORE_MAX_CONNECTIONS) and %s more",
+            wanted,
+            max_connections,
+            _SPARE_FILES,
+        )
+
+
 def _serve_gunicorn(
-    app: WSGIApp, address: str, threads: int, graceful_timeout: float
+    app: WSGIApp,
+    address: str,
+    threads: int,
+    graceful_timeout: float,
+    request_timeout: float,
+    max_connections: int,
 ) -> None:
     from gunicorn.app.base import BaseApplication
+
+    from ._gthread import worker_class
 
     options: dict[str, Any] = {
         "bind": [address],
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": worker_class(request_timeout, max_connections),
         "threads": threads,
+        # The worker answers 429 beyond max_connections itself: gunicorn must not
+        # stop accepting first. It times out idle connections at request_timeout;
+        # keepalive only needs to be on.
+        "worker_connections": max_connections + threads,
+        "keepalive": max(1, math.ceil(request_timeout)),
         "preload_app": True,
         "graceful_timeout": max(1, math.ceil(graceful_timeout)),
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "cachecore-server",
-        # A secret id may be 2048 bytes, three times that once %-encoded: the
-        # request line must fit it (gunicorn's default is 4094, its maximum 8190).
-        "limit_request_line": 8190,
+        # The worker checks each head against these before a thread parses it;
+        # gunicorn's parser checks them again.
+        "limit_request_line": MAX_REQUEST_LINE,
+        "limit_request_fields": MAX_HEADER_FIELDS,
+        "limit_request_field_size": MAX_HEADER_FIELD,
     }
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -90,19 +136,25 @@ def _serve_gunicorn(
     _Gunicorn().run()
 
 
-def _serve_waitress(app: WSGIApp, address: str, threads: int) -> None:
-    import waitress
+def _serve_waitress(
+    app: WSGIApp,
+    address: str,
+    threads: int,
+    request_timeout: float,
+    max_connections: int,
+) -> None:
+    from ._waitress import create_server
 
-    server = waitress.create_server(
+    server = create_server(
         app,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
         listen=address,
         threads=threads,
         ident="cachecore",
         # waitress drops X-Forwarded-* and Forwarded before the app sees them
         # unless told not to; the app must see them to refuse such requests.
         clear_untrusted_proxy_headers=False,
-        # POST /cache ignores its body; do not spool large ones to disk.
-        max_request_body_size=MAX_REQUEST_BODY,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -122,12 +174,21 @@ def serve(
     server: str = "gunicorn",
     threads: int = DEFAULT_THREADS,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+    request_timeout: float,
+    max_connections: int,
 ) -> None:
-    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT."""
+    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT.
+
+    A connection has ``request_timeout`` seconds to send each request; one beyond
+    ``max_connections`` open is answered 429.
+    """
     address = bind_address(host, port)
-    if server == "gunicorn":
-        _serve_gunicorn(app, address, threads, graceful_timeout)
-    elif server == "waitress":
-        _serve_waitress(app, address, threads)
-    else:
+    if server not in SERVERS:
         raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")
+    ensure_file_limit(max_connections)
+    if server == "gunicorn":
+        _serve_gunicorn(
+            app, address, threads, graceful_timeout, request_timeout, max_connections
+        )
+    else:
+        _serve_waitress(app, address, threads, request_timeout, max_connections)
