@@ -307,3 +307,60 @@ def test_bad_endpoint_variable_stops_start_naming_it(moto_url):
     assert done.returncode == 2
     assert "AWS_ENDPOINT_URL_SECRETS_MANAGER" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_transfer_coding_other_than_chunked_is_501_not_an_unbounded_body(
+    moto_url, secretsmanager, unique, start_sidecar, server
+):
+    name = unique("coded")
+    secretsmanager.create_secret(Name=name, SecretString="coded-value")
+    sidecar = start_sidecar(
+        server=server, env=sidecar_env(moto_url, CACHECORE_AUTH="none")
+    )
+    # The head alone is refused: the body (a chunk over the 64 KiB limit) need not
+    # follow, and a server may close before reading it.
+    answer = raw_exchange(
+        sidecar.port,
+        f"POST /cache?name={name} HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+        + b"18000\r\n",
+    )
+
+    assert answer.startswith(b"HTTP/1.1 501")
+    assert b"coded-value" not in answer
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_extra_leading_slashes_never_read_another_secret(
+    moto_url, secretsmanager, unique, start_sidecar, server
+):
+    name = unique("slashes")
+    secretsmanager.create_secret(Name=name, SecretString="the right one")
+    for decoy in (f"/{name}", f"1/{name}", f"v1/{name}"):
+        secretsmanager.create_secret(Name=decoy, SecretString="a decoy")
+    sidecar = start_sidecar(
+        server=server, env=sidecar_env(moto_url, CACHECORE_AUTH="none")
+    )
+
+    for extra in ("/", "//", "///"):
+        answer = sidecar.get(f"{extra}/v1/{name}")
+
+        # gunicorn passes the path as sent: no route starts with "//". waitress
+        # merges the slashes first: the path is then /v1/<name>.
+        assert answer.status in (200, 404), answer.body
+        if answer.status == 200:
+            assert answer.secret_string == "the right one"
+        else:
+            assert json.loads(answer.body)["__type"] == "UnknownOperationException"

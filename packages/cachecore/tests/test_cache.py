@@ -234,6 +234,8 @@ def test_transient_error_is_raised_as_its_own_class(fetcher, clock):
         ("", None, None),
         ("a\x00b", None, None),
         ("line\nbreak", None, None),
+        ("next\u0085line", None, None),
+        ("line\u2028separator", None, None),
         ("x" * 2049, None, None),
         ("é" * 1025, None, None),
         ("db", "", None),

@@ -66,8 +66,9 @@ def test_argument_beats_environment_beats_default():
         ("CACHECORE_BACKOFF_GROWTH", "0.5", "a number from 1 to 10"),
         ("CACHECORE_BACKOFF_MAX_SECONDS", "inf", "number of seconds above 0"),
         ("CACHECORE_REFRESH_AHEAD", "1", "a number from 0 to 0.9"),
-        ("CACHECORE_REQUEST_TIMEOUT", "0", "number of seconds above 0"),
-        ("CACHECORE_REQUEST_TIMEOUT", "301", "at most 300"),
+        ("CACHECORE_REQUEST_TIMEOUT", "0", "number of seconds from 0.1 to 300"),
+        ("CACHECORE_REQUEST_TIMEOUT", "1e-9", "number of seconds from 0.1 to 300"),
+        ("CACHECORE_REQUEST_TIMEOUT", "301", "from 0.1 to 300"),
         ("CACHECORE_MAX_CONNECTIONS", "0", "integer from 1 to 65535"),
         ("CACHECORE_MAX_CONNECTIONS", "lots", "integer from 1 to 65535"),
     ],
@@ -205,3 +206,20 @@ def test_backoff_cap_below_its_base_is_refused_naming_both():
 
     assert "CACHECORE_BACKOFF_MAX_SECONDS" in str(caught.value)
     assert "CACHECORE_BACKOFF_BASE_SECONDS" in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_token_file_that_is_no_plain_small_file_is_refused_at_once(tmp_path, kind):
+    import os
+
+    if kind == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)  # reading it would block forever
+    elif kind == "device":
+        path = "/dev/zero"  # reading it would never end
+    else:
+        path = tmp_path / "huge"
+        path.write_bytes(b"x" * (64 * 1024 + 1))
+
+    with pytest.raises(ConfigError, match="not a regular file|over 65536 bytes"):
+        Config.from_env({"CACHECORE_TOKEN": f"file://{path}"})

@@ -561,3 +561,24 @@ def test_openapi_document_is_served(client):
 
     assert result.status_code == 200
     assert result.json["openapi"].startswith("3.1")
+
+
+@pytest.mark.parametrize("path", ["//v1/prod/db", "///v1/prod/db", "//cache"])
+def test_a_path_with_two_leading_slashes_reaches_no_route(fetcher, client, path):
+    result = client.simulate_get(path, query_string="name=db", headers=AUTH)
+
+    assert result.status_code == 404
+    assert fetcher.calls == []
+
+
+def test_an_overlong_parameter_version_is_400(ssm_client):
+    client, parameters = ssm_client
+
+    result = client.simulate_get(
+        "/systemsmanager/parameters/get",
+        query_string="name=/a&version=" + "9" * 4301,
+        headers=AUTH,
+    )
+
+    assert result.status_code == 400
+    assert parameters.calls == []

@@ -49,6 +49,9 @@ def judge(raw: bytes) -> int | None:
         (head(fields=(1000,) * 64), None),
         (head(fields=(1000,) * 66), 431),
         (b"GET / HTTP/1.1\r\n\r\n", None),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (b"POST / HTTP/1.1\r\ntransfer-encoding: identity\r\n\r\n", 501),
     ],
 )
 def test_whole_head_is_judged_by_each_limit(raw, status):

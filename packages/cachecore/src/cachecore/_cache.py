@@ -75,7 +75,9 @@ State = Literal["hit", "miss", "stale"]
 
 
 def _has_control_character(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+    # C0, DEL and C1 controls, and the two Unicode line and paragraph separators:
+    # none can be in a name, and each could break a log line apart.
+    return any(ord(c) < 32 or 127 <= ord(c) <= 159 or c in "\u2028\u2029" for c in text)
 
 
 def _invalid(message: str) -> InvalidRequestError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -173,10 +174,21 @@ def _optional_text(label: str, raw: object) -> str | None:
     return raw.strip()
 
 
+MAX_TOKEN_FILE = 64 * 1024
+
+
 def _read_token_file(variable: str, path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as handle:
-            token = handle.read().strip()
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{variable} names {path!r}, which is not a regular file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_TOKEN_FILE + 1)
+        if len(data) > MAX_TOKEN_FILE:
+            raise ConfigError(
+                f"{variable} names the token file {path!r}, which is over "
+                f"{MAX_TOKEN_FILE} bytes"
+            )
+        token = data.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
         raise ConfigError(
@@ -222,7 +234,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "backoff_growth": lambda label, raw: _number(label, raw, 1, 10, unit=""),
     "backoff_max_seconds": lambda label, raw: _seconds(label, raw, MAX_BACKOFF),
     "refresh_ahead": lambda label, raw: _number(label, raw, 0, 0.9, unit=""),
-    "request_timeout": lambda label, raw: _seconds(label, raw, MAX_REQUEST_TIMEOUT),
+    "request_timeout": lambda label, raw: _number(label, raw, 0.1, MAX_REQUEST_TIMEOUT),
     "max_connections": lambda label, raw: _integer(
         label, raw, 1, MAX_CONNECTIONS_LIMIT
     ),

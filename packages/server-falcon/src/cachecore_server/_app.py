@@ -65,6 +65,7 @@ _TRUE = frozenset({"1", "true"})
 _FALSE = frozenset({"0", "false"})
 _RETRY_AFTER_SECONDS = "1"
 _MAX_ECHO = 64
+_MAX_VERSION_DIGITS = 18  # a parameter version is a 64-bit number at most
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 #: The methods each route answers; any other method is a 405 naming these.
@@ -344,7 +345,11 @@ class _Parameter:
         raw_version = _optional(params, "version")
         version = None
         if raw_version is not None:
-            if not raw_version.isascii() or not raw_version.isdigit():
+            if (
+                not raw_version.isascii()
+                or not raw_version.isdigit()
+                or len(raw_version) > _MAX_VERSION_DIGITS
+            ):
                 _bad_parameter(
                     f"version must be a positive integer, got {_shorten(raw_version)}"
                 )
@@ -392,6 +397,14 @@ class _Guard:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.set_header("Cache-Control", "no-store")
+        if str(req.env.get("PATH_INFO", "")).startswith("//"):
+            # Falcon routes "//v1/x" as "/v1/x", while the id is read from the path
+            # as sent: a path must start with exactly one slash, as every route does.
+            raise ApiError(
+                falcon.HTTP_404,
+                "UnknownOperationException",
+                "no such route: a path starts with one slash",
+            )
         if self._required and req.path != "/ping":
             sent = req.get_header(TOKEN_HEADER)
             if not sent:

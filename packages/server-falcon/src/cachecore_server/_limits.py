@@ -139,7 +139,7 @@ def head_end(head: bytes | bytearray, start: int = 0) -> int:
 
 
 def head_problem(head: bytes | bytearray, end: int) -> int | None:
-    """The status a request head is refused with, 414 or 431, or ``None``.
+    """The status a request head is refused with, 414, 431 or 501, or ``None``.
 
     ``end`` is where the head ends, as ``head_end`` finds it, or -1 while it is
     incomplete: then what has arrived is judged, so that a client cannot make a
@@ -164,6 +164,14 @@ def head_problem(head: bytes | bytearray, end: int) -> int | None:
         return 431
     if any(len(field) + 2 > MAX_HEADER_FIELD for field in fields):
         return 431
+    for field in fields:
+        name, _, value = field.partition(b":")
+        if name.strip().lower() == b"transfer-encoding":
+            # Only plain chunked is framed by the limits here; gunicorn would take
+            # "gzip, chunked" and read a body of any size. Both servers refuse the
+            # rest with 501, as waitress already did.
+            if value.strip().lower() != b"chunked":
+                return 501
     return None
 
 
