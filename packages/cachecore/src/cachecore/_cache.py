@@ -427,7 +427,7 @@ class SecretCache:
         if value is None:
             return None
         age = now - value.fetched_at
-        capped = self._capped(entry, now, refresh)
+        capped = refresh and self._capped(entry, now, refresh)
         if now < entry.expires_at and (not refresh or capped):
             self._entries.move_to_end(key)
             self._hits += 1
