@@ -171,3 +171,12 @@ def test_impossible_parameter_selectors_raise_without_a_call(kwargs, problem):
         cache.get_parameter("/p", **kwargs)
 
     assert parameters.calls == []
+
+
+def test_parameters_need_a_parameter_fetcher():
+    from cachecore import ConfigError
+
+    cache = SecretCache(None, Config())  # type: ignore[arg-type]
+
+    with pytest.raises(ConfigError, match="parameter_fetcher"):
+        cache.get_parameter("/p")

@@ -41,6 +41,7 @@ from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 from ._config import Config
 from ._errors import (
     AccessDeniedError,
+    ConfigError,
     FetchError,
     InvalidRequestError,
     UpstreamTimeoutError,
@@ -319,14 +320,7 @@ class SecretCache:
     ) -> Lookup[SecretValue]:
         """Like ``get``, but also say how the value was come by and how old it is."""
         key: CacheKey = ("secret", secret_id, version_id, version_stage)
-        return cast(
-            Lookup[SecretValue],
-            self._lookup(
-                key,
-                refresh,
-                lambda: check_secret_id(secret_id, version_id, version_stage),
-            ),
-        )
+        return cast(Lookup[SecretValue], self._lookup(key, refresh))
 
     def get_parameter(
         self,
@@ -360,6 +354,8 @@ class SecretCache:
         refresh: bool = False,
     ) -> Lookup[ParameterValue]:
         """Like ``get_parameter``, but also say how the value was come by."""
+        if self._parameter_fetcher is None:
+            raise ConfigError("this cache was made without a parameter_fetcher")
         # Checked before the lookup, not only on a miss: a cached version must not
         # answer a request that also names a label.
         check_parameter(name, version, label)
@@ -372,12 +368,10 @@ class SecretCache:
         )
         return cast(
             Lookup[ParameterValue],
-            self._lookup(key, refresh, lambda: None),
+            self._lookup(key, refresh),
         )
 
-    def _lookup(
-        self, key: CacheKey, refresh: bool, check: Callable[[], None]
-    ) -> Lookup[Any]:
+    def _lookup(self, key: CacheKey, refresh: bool) -> Lookup[Any]:
         with self._lock:
             now = self._clock()
             entry = self._entries.get(key)
@@ -392,7 +386,8 @@ class SecretCache:
                     self._backoff_errors += 1
                     error: BaseException = entry.error
                     _raise(error)
-            check()
+            if key[0] == "secret":  # parameters are checked before the lookup
+                check_secret_id(key[1], key[2], key[3])
             self._misses += 1
             flight = self._flights.get(key)
             leader = flight is None
@@ -469,10 +464,7 @@ class SecretCache:
         kind, name, first, second = key
         if kind == "secret":
             return self._fetcher.fetch(name, version_id=first, version_stage=second)
-        if self._parameter_fetcher is None:
-            raise UpstreamUnavailableError(
-                "this cache has no parameter fetcher", secret_id=name
-            )
+        assert self._parameter_fetcher is not None  # lookup_parameter checked it
         return self._parameter_fetcher.fetch_parameter(
             name, selector=first, with_decryption=second is not None
         )
