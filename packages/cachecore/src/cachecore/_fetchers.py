@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -208,6 +209,11 @@ def translate_error(
     )
 
 
+def _snake(operation: str) -> str:
+    """``GetSecretValue`` -> ``get_secret_value``, botocore's method name."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower()
+
+
 def _to_value(response: Mapping[str, Any], secret_id: str) -> SecretValue:
     binary = response.get("SecretBinary")
     if response.get("SecretString") is None and binary is None:
@@ -292,6 +298,7 @@ class _ClientFetcher:
     """
 
     service = ""
+    service_label = ""
 
     def __init__(
         self,
@@ -321,6 +328,30 @@ class _ClientFetcher:
         """The botocore client this fetcher calls."""
         return self._client
 
+    def _call(
+        self, operation: str, name: str | None, label: str, **request: Any
+    ) -> Any:
+        """Call one operation, log its outcome and latency, translate its error.
+
+        ``name`` is the id the error is about (``None`` for a batch); ``label`` is
+        what the log line calls the subject of the call.
+        """
+        started = time.monotonic()
+        try:
+            response = getattr(self._client, _snake(operation))(**request)
+        except Exception as exc:
+            error = translate_error(exc, name, self.service_label)
+            logger.info(
+                "%s %s failed after %.3fs: %s",
+                operation,
+                label,
+                time.monotonic() - started,
+                error.code,
+            )
+            raise error from exc
+        logger.info("%s %s ok in %.3fs", operation, label, time.monotonic() - started)
+        return response
+
     def close(self) -> None:
         """Close the client's connection pool."""
         close = getattr(self._client, "close", None)
@@ -332,6 +363,7 @@ class SecretsManagerFetcher(_ClientFetcher):
     """Reads secrets with GetSecretValue (and BatchGetSecretValue for prefetch)."""
 
     service = "secretsmanager"
+    service_label = "Secrets Manager"
 
     @classmethod
     def from_config(
@@ -360,22 +392,7 @@ class SecretsManagerFetcher(_ClientFetcher):
         if version_stage is not None:
             request["VersionStage"] = version_stage
 
-        started = time.monotonic()
-        try:
-            response = self._client.get_secret_value(**request)
-        except Exception as exc:
-            error = translate_error(exc, secret_id)
-            logger.info(
-                "GetSecretValue %s failed after %.3fs: %s",
-                secret_id,
-                time.monotonic() - started,
-                error.code,
-            )
-            raise error from exc
-        logger.info(
-            "GetSecretValue %s ok in %.3fs", secret_id, time.monotonic() - started
-        )
-
+        response = self._call("GetSecretValue", secret_id, secret_id, **request)
         return _to_value(response, secret_id)
 
     def fetch_many(
@@ -387,15 +404,11 @@ class SecretsManagerFetcher(_ClientFetcher):
         id the answer does not mention is in neither. A failure of the call as a
         whole raises ``FetchError``.
         """
-        started = time.monotonic()
-        try:
-            response = self._client.batch_get_secret_value(SecretIdList=secret_ids)
-        except Exception as exc:
-            raise translate_error(exc) from exc
-        logger.info(
-            "BatchGetSecretValue of %d ids ok in %.3fs",
-            len(secret_ids),
-            time.monotonic() - started,
+        response = self._call(
+            "BatchGetSecretValue",
+            None,
+            f"of {len(secret_ids)} ids",
+            SecretIdList=secret_ids,
         )
 
         asked = set(secret_ids)
@@ -428,6 +441,7 @@ class ParameterStoreFetcher(_ClientFetcher):
     """
 
     service = "ssm"
+    service_label = "Parameter Store"
 
     @classmethod
     def from_config(
@@ -450,21 +464,9 @@ class ParameterStoreFetcher(_ClientFetcher):
         """Call GetParameter for ``name`` (``name:selector`` when a selector is set)."""
         asked = f"{name}:{selector}" if selector is not None else name
 
-        started = time.monotonic()
-        try:
-            response = self._client.get_parameter(
-                Name=asked, WithDecryption=with_decryption
-            )
-        except Exception as exc:
-            error = translate_error(exc, name, "Parameter Store")
-            logger.info(
-                "GetParameter %s failed after %.3fs: %s",
-                name,
-                time.monotonic() - started,
-                error.code,
-            )
-            raise error from exc
-        logger.info("GetParameter %s ok in %.3fs", name, time.monotonic() - started)
+        response = self._call(
+            "GetParameter", name, name, Name=asked, WithDecryption=with_decryption
+        )
 
         parameter = response.get("Parameter") or {}
         if parameter.get("Value") is None:
