@@ -364,3 +364,35 @@ def test_extra_leading_slashes_never_read_another_secret(
             assert answer.secret_string == "the right one"
         else:
             assert json.loads(answer.body)["__type"] == "UnknownOperationException"
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "waitress"])
+def test_several_ports_serve_the_same_cache(moto_url, secretsmanager, unique, server):
+    import subprocess
+
+    from support import free_port, request, server_command, stop, wait_for_port
+
+    name = unique("two-ports")
+    secretsmanager.create_secret(Name=name, SecretString="on-both-ports")
+    first, second = free_port(), free_port()
+    process = subprocess.Popen(
+        [*server_command(), "--server", server],
+        env=sidecar_env(
+            moto_url, CACHECORE_PORT=f"{first},{second}", CACHECORE_TOKEN=TOKEN
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(first, process, "cachecore-server")
+        wait_for_port(second, process, "cachecore-server")
+        headers = {TOKEN_HEADER: TOKEN}
+        by_aws = request(
+            first, "GET", f"/secretsmanager/get?secretId={name}", headers=headers
+        )
+        by_go = request(second, "GET", f"/cache?name={name}", headers=headers)
+    finally:
+        assert stop(process) == 0
+
+    assert by_aws.secret_string == "on-both-ports"
+    assert by_go.text == "on-both-ports"

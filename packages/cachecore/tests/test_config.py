@@ -52,8 +52,12 @@ def test_argument_beats_environment_beats_default():
         ("CACHECORE_TTL", "86401", "integer from 0 to 86400"),
         ("CACHECORE_TTL", "1.5", "integer from 0 to 86400"),
         ("CACHECORE_MAX_ENTRIES", "0", "integer from 1 to"),
-        ("CACHECORE_PORT", "70000", "integer from 1 to 65535"),
-        ("CACHECORE_PORT", "http", "integer from 1 to 65535"),
+        ("CACHECORE_PORT", "70000", "a port from 1 to 65535"),
+        ("CACHECORE_PORT", "http", "a port from 1 to 65535"),
+        ("CACHECORE_PORT", "8015,8015", "distinct ports"),
+        ("CACHECORE_PORT", "8015,", "separated by commas"),
+        ("CACHECORE_PORT", "1,2,3,4,5,6,7,8,9", "up to 8 distinct"),
+        ("CACHECORE_PARAMETER_TTL", "-5", "integer from 0 to 86400"),
         ("CACHECORE_AUTH", "maybe", "'token' or 'none'"),
         ("CACHECORE_UPSTREAM_TIMEOUT", "0", "number of seconds above 0"),
         ("CACHECORE_UPSTREAM_TIMEOUT", "nan", "number of seconds above 0"),
@@ -223,3 +227,28 @@ def test_token_file_that_is_no_plain_small_file_is_refused_at_once(tmp_path, kin
 
     with pytest.raises(ConfigError, match="not a regular file|over 65536 bytes"):
         Config.from_env({"CACHECORE_TOKEN": f"file://{path}"})
+
+
+def test_several_ports_from_the_environment_first_is_the_port():
+    config = Config.from_env({"CACHECORE_PORT": " 8015 , 2773 "})
+
+    assert config.ports == (8015, 2773)
+    assert config.port == 8015
+
+
+def test_a_port_argument_replaces_every_port_of_the_environment():
+    config = Config.from_env({"CACHECORE_PORT": "8015,2773"}, port=9000)
+
+    assert config.ports == (9000,)
+    assert config.port == 9000
+
+
+def test_ports_given_directly_set_the_port():
+    assert Config(ports=(2773, 8015)).port == 2773
+    assert Config(port=9001).ports == (9001,)
+
+
+def test_parameter_ttl_defaults_to_the_ttl_and_can_differ():
+    assert Config.from_env({}).parameter_ttl is None
+    config = Config.from_env({"CACHECORE_TTL": "60", "CACHECORE_PARAMETER_TTL": "5"})
+    assert (config.ttl, config.parameter_ttl) == (60, 5)

@@ -142,6 +142,26 @@ def test_parameters_are_cached_by_name_selector_and_decryption():
     ]
 
 
+def test_parameters_keep_their_own_ttl_when_one_is_set(fetcher):
+    parameters = FakeParameters()
+    now = [0.0]
+    cache = SecretCache(
+        fetcher,
+        Config(ttl=100, parameter_ttl=10, ttl_jitter=0),
+        clock=lambda: now[0],
+        parameter_fetcher=parameters,
+    )
+    cache.get("db")
+    cache.get_parameter("/p")
+    now[0] = 10.0
+
+    cache.get("db")
+    cache.get_parameter("/p")
+
+    assert len(fetcher.calls) == 1
+    assert len(parameters.calls) == 2
+
+
 def test_parameters_follow_the_same_stale_policy():
     parameters = FakeParameters()
     now = [0.0]

@@ -4,10 +4,10 @@ Entries are keyed by ``(secret_id, version_id, version_stage)`` exactly as the c
 asked, so a name and its ARN are two entries. Each entry holds the last value and
 the state of the key's failures:
 
-- a value is fresh for ``ttl`` seconds of the injected monotonic clock, shortened
-  at random by up to ``ttl_jitter`` so that a fleet started together does not
-  refetch together; the number of entries is bounded and the least recently used
-  is evicted first;
+- a value is fresh for ``ttl`` seconds (``parameter_ttl`` for an SSM parameter)
+  of the injected monotonic clock, shortened at random by up to ``ttl_jitter`` so
+  that a fleet started together does not refetch together; the number of entries
+  is bounded and the least recently used is evicted first;
 - concurrent misses for one key share one call to the fetcher (single flight); a
   forced refresh joins a call under way, and reaches the fetcher at most once per
   ``refresh_min_interval`` per key;
@@ -258,8 +258,11 @@ class SecretCache:
         self._parameter_fetcher = parameter_fetcher
         self._config = config = config if config is not None else Config()
         self._ttl = float(config.ttl)
+        self._parameter_ttl = float(
+            config.ttl if config.parameter_ttl is None else config.parameter_ttl
+        )
         self._jitter = config.ttl_jitter
-        self._ahead = config.refresh_ahead * config.ttl
+        self._ahead = config.refresh_ahead > 0
         self._max_entries = config.max_entries
         self._clock = clock
         self._random = random
@@ -526,13 +529,14 @@ class SecretCache:
         forced: bool,
     ) -> None:
         """Keep a fetched value and clear the key's failures (lock held)."""
-        if self._ttl <= 0:
+        full_ttl = self._parameter_ttl if key[0] == "parameter" else self._ttl
+        if full_ttl <= 0:
             self._entries.pop(key, None)
             return
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
-        ttl = self._ttl * (1.0 - self._jitter * self._random())
+        ttl = full_ttl * (1.0 - self._jitter * self._random())
         entry.value = value
         entry.expires_at = now + ttl
         entry.ahead_at = now + ttl * (1.0 - self._config.refresh_ahead)

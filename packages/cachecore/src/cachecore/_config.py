@@ -32,6 +32,7 @@ __all__ = [
     "ENV_MAX_CONNECTIONS",
     "ENV_MAX_ENTRIES",
     "ENV_NAMES",
+    "ENV_PARAMETER_TTL",
     "ENV_PORT",
     "ENV_REQUEST_TIMEOUT",
     "ENV_TOKEN",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 ENV_TTL = "CACHECORE_TTL"
+ENV_PARAMETER_TTL = "CACHECORE_PARAMETER_TTL"
 ENV_MAX_ENTRIES = "CACHECORE_MAX_ENTRIES"
 ENV_TOKEN = "CACHECORE_TOKEN"
 ENV_AUTH = "CACHECORE_AUTH"
@@ -89,6 +91,8 @@ MAX_REFRESH_MIN_INTERVAL = 3600.0
 MAX_BACKOFF = 86400.0
 MAX_REQUEST_TIMEOUT = 300.0
 MAX_CONNECTIONS_LIMIT = 65535
+#: At most this many ports are served at once.
+MAX_PORTS = 8
 
 AuthMode = Literal["token", "none"]
 _AUTH_MODES: tuple[AuthMode, ...] = ("token", "none")
@@ -148,6 +152,33 @@ def _number(
 
 def _seconds(label: str, raw: object, high: float) -> float:
     return _number(label, raw, 0, high, above_low=True)
+
+
+def _ports(label: str, raw: object) -> tuple[int, ...]:
+    """Ports as ``8015`` or ``8015,2773``: distinct, at most ``MAX_PORTS``."""
+    rule = (
+        f"{label} must be a port from 1 to 65535, or up to {MAX_PORTS} distinct "
+        f"ports separated by commas (8015,2773), got {raw!r}"
+    )
+    if isinstance(raw, str):
+        items: list[object] = raw.split(",")
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        items = [raw]
+    elif isinstance(raw, tuple | list):
+        items = list(raw)
+    else:
+        raise ConfigError(rule)
+    try:
+        ports = tuple(_integer(label, item, 1, 65535) for item in items)
+    except ConfigError:
+        raise ConfigError(rule) from None
+    if not ports or len(ports) > MAX_PORTS or len(set(ports)) != len(ports):
+        raise ConfigError(rule)
+    return ports
+
+
+def _optional_ttl(label: str, raw: object) -> int | None:
+    return None if raw is None else _integer(label, raw, 0, MAX_TTL)
 
 
 def _auth(label: str, raw: object) -> AuthMode:
@@ -218,6 +249,7 @@ def resolve_token(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
 
 _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "ttl": lambda label, raw: _integer(label, raw, 0, MAX_TTL),
+    "parameter_ttl": _optional_ttl,
     "max_entries": lambda label, raw: _integer(label, raw, 1, MAX_ENTRIES_LIMIT),
     "auth": _auth,
     "host": _host,
@@ -243,6 +275,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
 #: The environment variable of each setting that has one.
 ENV_NAMES = {
     "ttl": ENV_TTL,
+    "parameter_ttl": ENV_PARAMETER_TTL,
     "max_entries": ENV_MAX_ENTRIES,
     "auth": ENV_AUTH,
     "host": ENV_HOST,
@@ -264,7 +297,10 @@ ENV_NAMES = {
 class Config:
     """Every setting of a cache and its server; invalid values raise ``ConfigError``.
 
-    Times are in seconds. ``token`` is never shown by ``repr``; ``token_source``
+    Times are in seconds. ``parameter_ttl`` is the TTL of SSM parameters, the
+    same as ``ttl`` when it is ``None``. ``ports`` are all the ports served;
+    ``port`` is always the first of them (given ``ports``, it is set from them).
+    ``token`` is never shown by ``repr``; ``token_source``
     names the variable it came from (or ``"argument"``).
 
     The cache policy: a value is fresh for ``ttl`` seconds, shortened at random by
@@ -282,12 +318,14 @@ class Config:
     """
 
     ttl: int = DEFAULT_TTL
+    parameter_ttl: int | None = None
     max_entries: int = DEFAULT_MAX_ENTRIES
     token: str | None = None
     token_source: str | None = None
     auth: AuthMode = "token"
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    ports: tuple[int, ...] = ()
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT
     region: str | None = None
     endpoint_url: str | None = None
@@ -304,6 +342,12 @@ class Config:
     def __post_init__(self) -> None:
         for name, parse in _PARSERS.items():
             object.__setattr__(self, name, parse(name, getattr(self, name)))
+        if self.ports:
+            ports = _ports("ports", self.ports)
+            object.__setattr__(self, "ports", ports)
+            object.__setattr__(self, "port", ports[0])
+        else:
+            object.__setattr__(self, "ports", (self.port,))
         if self.backoff_max_seconds < self.backoff_base_seconds:
             raise ConfigError(
                 f"backoff_max_seconds ({ENV_BACKOFF_MAX}) must be at least "
@@ -333,8 +377,14 @@ class Config:
         values: dict[str, Any] = {}
         for name, variable in ENV_NAMES.items():
             raw = env.get(variable, "")
-            if name not in given and raw.strip():
+            if name in given or not raw.strip():
+                continue
+            if name == "port":
+                values["ports"] = _ports(variable, raw)
+            else:
                 values[name] = _PARSERS[name](variable, raw)
+        if "port" in given and "ports" not in given:
+            values.pop("ports", None)
         if "token" in given:
             values["token_source"] = "argument"
         else:

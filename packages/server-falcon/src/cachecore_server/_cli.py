@@ -52,7 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to bind (default 8015)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="port to bind (default 8015; CACHECORE_PORT=8015,2773 binds several)",
+    )
     parser.add_argument(
         "--server",
         choices=SERVERS,
@@ -155,11 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cachecore-server: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        check_bindable(config.host, config.port)
+        for port in config.ports:
+            address = bind_address(config.host, port)
+            check_bindable(config.host, port)
     except OSError as exc:
         if demo is not None:
             demo.stop()
-        address = bind_address(config.host, config.port)
         print(
             f"cachecore-server: cannot listen on {address}: {exc.strerror}",
             file=sys.stderr,
@@ -200,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve(
             app,
             host=config.host,
-            port=config.port,
+            ports=config.ports,
             server=args.server,
             threads=args.threads,
             request_timeout=config.request_timeout,

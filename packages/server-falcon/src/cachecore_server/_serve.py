@@ -18,7 +18,7 @@ import math
 import resource
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -88,7 +88,7 @@ def ensure_file_limit(max_connections: int) -> None:
 
 def _serve_gunicorn(
     app: WSGIApp,
-    address: str,
+    addresses: list[str],
     threads: int,
     graceful_timeout: float,
     request_timeout: float,
@@ -99,7 +99,7 @@ def _serve_gunicorn(
     from ._gthread import worker_class
 
     options: dict[str, Any] = {
-        "bind": [address],
+        "bind": addresses,
         "workers": 1,
         "worker_class": worker_class(request_timeout, max_connections),
         "threads": threads,
@@ -138,7 +138,7 @@ def _serve_gunicorn(
 
 def _serve_waitress(
     app: WSGIApp,
-    address: str,
+    addresses: list[str],
     threads: int,
     request_timeout: float,
     max_connections: int,
@@ -149,7 +149,7 @@ def _serve_waitress(
         app,
         request_timeout=request_timeout,
         max_connections=max_connections,
-        listen=address,
+        listen=" ".join(addresses),
         threads=threads,
         ident="cachecore",
         # waitress drops X-Forwarded-* and Forwarded before the app sees them
@@ -161,7 +161,8 @@ def _serve_waitress(
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    logger.info("waitress serving on http://%s", address)
+    for address in addresses:
+        logger.info("waitress serving on http://%s", address)
     server.run()  # returns once a signal has raised SystemExit inside it
     server.close()
 
@@ -170,25 +171,25 @@ def serve(
     app: WSGIApp,
     *,
     host: str,
-    port: int,
+    ports: Sequence[int],
     server: str = "gunicorn",
     threads: int = DEFAULT_THREADS,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     request_timeout: float,
     max_connections: int,
 ) -> None:
-    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT.
+    """Serve ``app`` on each of ``ports`` of ``host`` until SIGTERM or SIGINT.
 
     A connection has ``request_timeout`` seconds to send each request; one beyond
     ``max_connections`` open is answered 429.
     """
-    address = bind_address(host, port)
+    addresses = [bind_address(host, port) for port in ports]
     if server not in SERVERS:
         raise ValueError(f"server must be one of {', '.join(SERVERS)}, got {server!r}")
     ensure_file_limit(max_connections)
     if server == "gunicorn":
         _serve_gunicorn(
-            app, address, threads, graceful_timeout, request_timeout, max_connections
+            app, addresses, threads, graceful_timeout, request_timeout, max_connections
         )
     else:
-        _serve_waitress(app, address, threads, request_timeout, max_connections)
+        _serve_waitress(app, addresses, threads, request_timeout, max_connections)
