@@ -161,7 +161,7 @@ def _ports(label: str, raw: object) -> tuple[int, ...]:
         f"ports separated by commas (8015,2773), got {raw!r}"
     )
     if isinstance(raw, str):
-        items: list[object] = raw.split(",")
+        items: list[object] = list(raw.split(","))
     elif isinstance(raw, int) and not isinstance(raw, bool):
         items = [raw]
     elif isinstance(raw, tuple | list):
