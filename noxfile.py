@@ -1,4 +1,4 @@
-"""Every task of the repository: tests, lint, types, and the demo.
+"""Every task of the repository: tests, lint, types, the demo, and the layers.
 
 Run through ./dev, which makes a virtual environment with nox in it; or with a nox
 of your own: `nox -s tests`.
@@ -67,3 +67,9 @@ def demo(session: nox.Session) -> None:
     """The sidecar on 127.0.0.1:8015 in front of an embedded Secrets Manager."""
     session.install("-e", "packages/cachecore", "-e", "packages/server-falcon[demo]")
     session.run("cachecore-server", "--demo", *session.posargs, external=False)
+
+
+@nox.session
+def layer(session: nox.Session) -> None:
+    """The Lambda layer zips in dist/: for Python runtimes, and self-contained."""
+    session.run("python", "packages/lambda-ext/layer/build.py", "--out", "dist")

@@ -1,7 +1,11 @@
 """cachecore-lambda: the cachecore HTTP API as an AWS Lambda extension.
 
-Not built yet; this package holds only its skeleton. It will run the same app as
-``cachecore-server`` inside a Lambda layer, registered with the Extensions API.
+The extension serves the same app as ``cachecore-server`` on localhost (ports
+8015 and 2773 by default), registered with Lambda's Extensions API; ``main`` runs
+it. The layer's ``extensions/cachecore`` launcher starts it with
+``python -m cachecore_lambda``.
 """
 
-__all__: list[str] = []
+from ._runner import EXTENSION_NAME, main
+
+__all__ = ["EXTENSION_NAME", "main"]

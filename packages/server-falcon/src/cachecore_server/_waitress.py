@@ -14,9 +14,13 @@ closed. Every answer waitress gives on its own is the JSON of ``_limits``.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
@@ -37,7 +41,7 @@ from ._limits import (
     send_and_close,
 )
 
-__all__ = ["create_server"]
+__all__ = ["GracefulLoop", "create_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,9 +219,13 @@ def create_server(
     *,
     request_timeout: float,
     max_connections: int,
+    sockets: Sequence[socket.socket] = (),
     **adjustments: Any,
 ) -> Any:
-    """Like ``waitress.create_server`` for TCP, with the servers of this module."""
+    """Like ``waitress.create_server`` for TCP, with the servers of this module.
+
+    ``sockets`` are listening sockets bound already, served instead of ``listen``.
+    """
     # waitress's own head limit sits above the one of _limits, which then decides;
     # waitress refuses a body of its limit or more, _limits one over it.
     adjustments.setdefault("max_request_header_size", 2 * MAX_REQUEST_HEAD)
@@ -236,8 +244,23 @@ def create_server(
             request_timeout=request_timeout,
             max_connections=max_connections,
         )
-        for sockinfo in adj.listen
+        for sockinfo in ([] if sockets else adj.listen)
     ]
+    for sock in sockets:
+        sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
+        servers.append(
+            _Server(
+                app,
+                socket_map,
+                _sock=sock,
+                dispatcher=dispatcher,
+                adj=adj,
+                sockinfo=sockinfo,
+                bind_socket=False,
+                request_timeout=request_timeout,
+                max_connections=max_connections,
+            )
+        )
     if len(servers) == 1:
         return servers[0]
     return MultiSocketServer(
@@ -247,3 +270,65 @@ def create_server(
         dispatcher,
         log_info=servers[-1].log_info,
     )
+
+
+class GracefulLoop:
+    """Runs a server of ``create_server`` until ``stop``, which drains it first.
+
+    ``stop`` closes the listening sockets at once, so that new connections are
+    refused; lets every request received finish and its answer be sent; closes
+    idle connections; and returns when none is left or its time is up.
+    """
+
+    #: Longest wait of the loop for a socket; bounds how late a stop is seen.
+    _POLL = 0.05
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self._map: dict[int, Any] = (
+            server.map if hasattr(server, "map") else server._map
+        )
+        self._dispatcher = server.task_dispatcher
+        self._stop_by: float | None = None
+        self._listening = True
+        self._finished = threading.Event()
+        self.drained = False
+
+    def run(self) -> None:
+        """Serve until stopped; call it in the thread that owns the server."""
+        try:
+            while True:
+                wasyncore.loop(timeout=self._POLL, map=self._map, count=1)
+                if self._stop_by is not None and self._drain_step():
+                    break
+        finally:
+            wasyncore.close_all(self._map)
+            self._finished.set()
+
+    def _drain_step(self) -> bool:
+        """Close what is idle; whether the loop may end (loop thread only)."""
+        if self._listening:
+            self._listening = False
+            for dispatcher in list(self._map.values()):
+                if isinstance(dispatcher, TcpWSGIServer):
+                    dispatcher.close()
+        channels = [d for d in self._map.values() if isinstance(d, HTTPChannel)]
+        for channel in channels:
+            if not (channel.requests or channel.total_outbufs_len):
+                channel.will_close = True  # idle: closed on its next turn
+        busy = len(channels)
+        assert self._stop_by is not None
+        if busy and time.monotonic() < self._stop_by:
+            return False
+        if busy:
+            logger.warning("stopping with %d connection(s) still being served", busy)
+        else:
+            self.drained = True
+        return True
+
+    def stop(self, timeout: float) -> bool:
+        """Drain and stop within ``timeout`` seconds; whether all requests finished."""
+        self._stop_by = time.monotonic() + timeout
+        self._finished.wait(timeout + 1.0)
+        self._dispatcher.shutdown(cancel_pending=True, timeout=0.1)
+        return self.drained

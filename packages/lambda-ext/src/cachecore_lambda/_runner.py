@@ -1,0 +1,310 @@
+"""The extension's life: settings, port, registration, events, and a clean stop.
+
+In order, so that the port answers as early as possible:
+
+1. read the settings (``_env``); a bad one is reported to Lambda with
+   ``init/error`` (type ``Extension.ConfigInvalid``, the message naming the
+   variable) and the process exits 1;
+2. listen on every port and serve the ``Gate``, which answers 503 with
+   ``Retry-After`` until the cache is ready: a request is never refused;
+3. build the cache in a thread (this loads botocore and Falcon) while the main
+   thread registers for INVOKE and SHUTDOWN under the name ``cachecore``;
+4. once the cache is ready, prefetch ``CACHECORE_PREFETCH`` (at most 100 ids and
+   2 seconds), then wait on ``event/next``;
+5. on SHUTDOWN, or SIGTERM or SIGINT, stop listening, let the requests under way
+   finish until shortly before the deadline, and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from cachecore import TOKEN_SOURCES, Config, ConfigError, RedactingFilter
+from cachecore._config import ENV_NAMES
+from cachecore_server._waitress import GracefulLoop, create_server
+
+from ._api import ExtensionsAPI, ExtensionsAPIError
+from ._env import PREFETCH_TIMEOUT, LambdaSettings, read_settings
+from ._gate import Gate
+
+__all__ = ["EXTENSION_NAME", "main", "run"]
+
+logger = logging.getLogger("cachecore_lambda")
+
+EXTENSION_NAME = "cachecore"
+EVENTS = ["INVOKE", "SHUTDOWN"]
+#: Request threads: a function instance handles one invocation at a time.
+THREADS = 4
+#: Time kept in hand before Lambda's shutdown deadline, for exiting itself.
+SHUTDOWN_MARGIN = 0.15
+EXIT_FAILED = 1
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT arrived."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _check_token(config: Config) -> None:
+    if config.auth == "token" and config.token is None:
+        raise ConfigError(
+            "no token is set: set one of "
+            + ", ".join(TOKEN_SOURCES)
+            + f" (Lambda sets AWS_SESSION_TOKEN), or set {ENV_NAMES['auth']}=none"
+        )
+
+
+def _listen(host: str, ports: Sequence[int]) -> list[socket.socket]:
+    """Bind and listen on every port; raises ``OSError`` naming the address."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sockets: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host.strip("[]"), port))
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}"
+                ) from None
+            sock.listen(1024)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class _Builder(threading.Thread):
+    """Builds the cache and its app off the main thread, then opens the gate."""
+
+    def __init__(self, config: Config, gate: Gate) -> None:
+        super().__init__(name="cachecore-build", daemon=True)
+        self._config = config
+        self._gate = gate
+        self.cache: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            from cachecore import ParameterStoreFetcher, SecretCache
+            from cachecore import SecretsManagerFetcher as Fetcher
+            from cachecore_server._app import create_app
+
+            config = self._config
+            fetcher = Fetcher.from_config(config)
+            parameters = ParameterStoreFetcher(
+                region=config.region,
+                connect_timeout=config.upstream_timeout,
+                read_timeout=config.upstream_timeout,
+            )
+            self.cache = SecretCache(fetcher, config, parameter_fetcher=parameters)
+            self._gate.open(create_app(self.cache, config))
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+
+def _configure_logging(level: str) -> RedactingFilter:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[cachecore] %(levelname)s %(message)s"))
+    redactor = RedactingFilter()
+    handler.addFilter(redactor)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    return redactor
+
+
+class _Extension:
+    """One run of the extension; ``main`` drives it."""
+
+    def __init__(self, api: ExtensionsAPI) -> None:
+        self.api = api
+        self.loop: GracefulLoop | None = None
+        self.serving: threading.Thread | None = None
+
+    def fail_init(self, error_type: str, message: str) -> int:
+        """Report a failure to start (registering first if need be) and give up."""
+        logger.error("%s", message)
+        try:
+            if self.api.identifier is None:
+                self.api.register(EXTENSION_NAME, EVENTS)
+            self.api.init_error(error_type, message)
+        except ExtensionsAPIError as exc:
+            logger.error("could not report the failure to Lambda: %s", exc)
+        self.stop_serving(0.0)
+        return EXIT_FAILED
+
+    def serve(self, config: Config, gate: Gate, sockets: list[socket.socket]) -> None:
+        """Serve ``gate`` on the bound ``sockets`` in a thread of its own."""
+        server = create_server(
+            gate,
+            sockets=sockets,
+            request_timeout=config.request_timeout,
+            max_connections=config.max_connections,
+            threads=THREADS,
+            ident="cachecore",
+            clear_untrusted_proxy_headers=False,
+        )
+        self.loop = GracefulLoop(server)
+        self.serving = threading.Thread(
+            target=self.loop.run, name="cachecore-http", daemon=True
+        )
+        self.serving.start()
+
+    def stop_serving(self, budget: float) -> bool:
+        """Stop within ``budget`` seconds; whether every request under way finished."""
+        if self.loop is None:
+            return True
+        drained = self.loop.stop(max(budget, 0.0))
+        if self.serving is not None:
+            self.serving.join(timeout=0.5)
+        return drained
+
+
+def _prefetch(cache: Any, ids: tuple[str, ...]) -> None:
+    if not ids:
+        return
+    failed = cache.prefetch(ids, timeout=PREFETCH_TIMEOUT)
+    for secret_id, error in failed.items():
+        logger.warning("prefetch of %s failed: %s", secret_id, error.code)
+
+
+def _budget(event: dict[str, Any], settings: LambdaSettings) -> float:
+    """Seconds left to stop in, from the SHUTDOWN event's deadline."""
+    deadline_ms = event.get("deadlineMs")
+    if isinstance(deadline_ms, int | float) and not isinstance(deadline_ms, bool):
+        left = deadline_ms / 1000.0 - time.time() - SHUTDOWN_MARGIN
+        return max(0.0, min(left, 2.0))
+    return settings.shutdown_timeout
+
+
+def main(environ: dict[str, str] | None = None) -> int:
+    """Run the extension until SHUTDOWN; returns the process exit code."""
+    env = dict(os.environ if environ is None else environ)
+    started = time.monotonic()
+    redactor = _configure_logging("INFO")
+    address = env.get("AWS_LAMBDA_RUNTIME_API", "").strip()
+    if not address:
+        logger.error("AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda")
+        return EXIT_FAILED
+    try:
+        extension = _Extension(ExtensionsAPI(address))
+    except ExtensionsAPIError as exc:
+        logger.error("%s", exc)
+        return EXIT_FAILED
+
+    previous = {
+        signum: signal.signal(signum, _on_signal)
+        for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        return _run(extension, env, started, redactor)
+    except _Stop as stop:
+        logger.info("%s: stopping", stop)
+        extension.stop_serving(_settings_budget(env))
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _settings_budget(env: dict[str, str]) -> float:
+    try:
+        return read_settings(env).shutdown_timeout
+    except ConfigError:
+        return 0.0
+
+
+def _run(
+    extension: _Extension,
+    env: dict[str, str],
+    started: float,
+    redactor: RedactingFilter,
+) -> int:
+    try:
+        settings = read_settings(env)
+        logging.getLogger().setLevel(settings.log_level)
+        config = Config.from_env(settings.environ)
+        _check_token(config)
+    except ConfigError as exc:
+        return extension.fail_init("Extension.ConfigInvalid", str(exc))
+    redactor.hide(config.token)
+    for warning in settings.warnings:
+        logger.warning("%s", warning)
+
+    try:
+        sockets = _listen(config.host, config.ports)
+    except OSError as exc:
+        return extension.fail_init("Extension.PortUnavailable", str(exc.strerror))
+    gate = Gate()
+    extension.serve(config, gate, sockets)
+    listening = time.monotonic() - started
+    builder = _Builder(config, gate)
+    builder.start()
+
+    try:
+        extension.api.register(EXTENSION_NAME, EVENTS)
+    except ExtensionsAPIError as exc:
+        logger.error("%s", exc)
+        extension.stop_serving(0.0)
+        return EXIT_FAILED
+    registered = time.monotonic() - started
+    builder.join()
+    if builder.error is not None:
+        error = builder.error
+        kind = "ConfigInvalid" if isinstance(error, ConfigError) else "InitFailed"
+        return extension.fail_init(f"Extension.{kind}", str(error))
+    logger.info(
+        "serving %s on port(s) %s: listening after %.3fs, registered after %.3fs, "
+        "ready after %.3fs",
+        EXTENSION_NAME,
+        ",".join(map(str, config.ports)),
+        listening,
+        registered,
+        time.monotonic() - started,
+    )
+    _prefetch(builder.cache, settings.prefetch)
+
+    while True:
+        try:
+            event = extension.api.next_event()
+        except ExtensionsAPIError as exc:
+            logger.error("%s", exc)
+            extension.stop_serving(settings.shutdown_timeout)
+            return EXIT_FAILED
+        event_type = event.get("eventType")
+        if event_type == "SHUTDOWN":
+            break
+        logger.debug("event %s", event_type)
+
+    reason = str(event.get("shutdownReason", "unknown"))
+    budget = _budget(event, settings)
+    drained = extension.stop_serving(budget)
+    logger.info(
+        "SHUTDOWN (%s): stopped %s",
+        reason,
+        "after the requests under way" if drained else "with requests unfinished",
+    )
+    builder.cache.close()
+    return 0
+
+
+def run() -> None:
+    """Console-script and ``python -m cachecore_lambda`` entry point."""
+    sys.exit(main())
