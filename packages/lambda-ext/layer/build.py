@@ -129,7 +129,8 @@ def _pip(*args: str) -> None:
 
 def _install(lib: Path, scratch: Path) -> None:
     wheels = scratch / "wheels"
-    _pip("wheel", "--no-deps", "-w", str(wheels), *(str(ROOT / p) for p in OUR_PACKAGES))
+    ours = [str(ROOT / package) for package in OUR_PACKAGES]
+    _pip("wheel", "--no-deps", "-w", str(wheels), *ours)
     # Pure-Python wheels only, whatever this machine is: the layer runs on any
     # Python 3.11+ Lambda runtime, x86_64 or arm64.
     _pip(
@@ -238,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     target = build_python_layer(args.out, tree=args.tree)
     size = target.stat().st_size
-    print(
-        f"{target}: {size / 1e6:.1f} MB, built in {time.monotonic() - started:.0f} s"
-    )
+    print(f"{target}: {size / 1e6:.1f} MB, built in {time.monotonic() - started:.0f} s")
     return 0
 
 

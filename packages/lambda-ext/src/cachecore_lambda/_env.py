@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cachecore import ConfigError
-from cachecore._config import MAX_UPSTREAM_TIMEOUT
+from cachecore._config import _PARSERS, ENV_NAMES, MAX_UPSTREAM_TIMEOUT
 
 __all__ = [
     "ALIASES",
@@ -194,6 +194,7 @@ class LambdaSettings:
 
 
 _TTLS = ("CACHECORE_TTL", "CACHECORE_PARAMETER_TTL")
+_SETTINGS = {variable: name for name, variable in ENV_NAMES.items()}
 
 
 def _set(environ: Mapping[str, str], name: str) -> str | None:
@@ -291,6 +292,9 @@ def read_settings(environ: Mapping[str, str]) -> LambdaSettings:
                 value = "0"
             elif target == "CACHECORE_MAX_ENTRIES":
                 value = "1"  # nothing is kept anyway, and 0 is not a bound
+        setting = _SETTINGS.get(target)
+        if setting is not None:
+            _PARSERS[setting](name, value)  # a bad value is named as the user set it
         env[target] = value
         if len(present) > 1:
             ignored = ", ".join(other for other, _ in present[1:])
