@@ -18,6 +18,7 @@ from cachecore import (
     DecryptionError,
     FetchError,
     InvalidRequestError,
+    ParameterStoreFetcher,
     SecretNotFoundError,
     SecretsManagerFetcher,
     ThrottledError,
@@ -227,6 +228,19 @@ def test_no_region_is_a_config_error(monkeypatch, tmp_path):
 
     with pytest.raises(ConfigError, match="AWS_REGION"):
         SecretsManagerFetcher()
+
+
+@pytest.mark.parametrize(
+    "fetcher_class", [SecretsManagerFetcher, ParameterStoreFetcher]
+)
+def test_empty_region_variables_are_no_region(monkeypatch, tmp_path, fetcher_class):
+    monkeypatch.setenv("AWS_REGION", "")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+    with pytest.raises(ConfigError, match="no AWS region is set"):
+        fetcher_class()
 
 
 def test_timeouts_reach_the_client(monkeypatch):

@@ -234,6 +234,11 @@ def _to_value(response: Mapping[str, Any], secret_id: str) -> SecretValue:
     )
 
 
+_NO_REGION = (
+    "no AWS region is set: set AWS_REGION (or AWS_DEFAULT_REGION), or pass region="
+)
+
+
 def _build_client(
     service: str,
     *,
@@ -253,7 +258,11 @@ def _build_client(
     if region is None:
         # botocore itself reads only AWS_DEFAULT_REGION and the profile; Lambda, ECS
         # and the other AWS SDKs set AWS_REGION, so honour that too.
-        region = os.environ.get("AWS_REGION") or None
+        region = os.environ.get("AWS_REGION", "").strip() or None
+    if region is None and not (session.get_config_variable("region") or "").strip():
+        # An empty AWS_DEFAULT_REGION would otherwise become an endpoint with no
+        # region in it, and a puzzling "not a URL" error.
+        raise ConfigError(_NO_REGION)
     retries: dict[str, Any] = {}
     if session.get_config_variable("max_attempts") is None:
         # botocore's own AWS_MAX_ATTEMPTS (or max_attempts in the profile) wins, and
@@ -272,10 +281,7 @@ def _build_client(
             config=client_config,
         )
     except botocore.exceptions.NoRegionError:
-        raise ConfigError(
-            "no AWS region is set: set AWS_REGION (or AWS_DEFAULT_REGION), "
-            "or pass region="
-        ) from None
+        raise ConfigError(_NO_REGION) from None
     except botocore.exceptions.InvalidRegionError:
         raise ConfigError(
             f"the AWS region {region!r} is not a region name (AWS_REGION, "
