@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from faultproxy import FaultProxy
 from lambda_emulator import ExtensionsAPI
-from support import HOST, REGION, Answer, free_port, request, sidecar_env
+from support import HOST, Answer, free_port, request, sidecar_env
 
 SESSION_TOKEN = "lambda-session-token-Qx7"
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
@@ -197,11 +197,11 @@ def test_secrets_read_during_invoke_come_from_moto_through_the_cache(
     assert proxy.calls("GetSecretValue") == 1
 
 
-def test_unauthenticated_request_is_refused_inside_lambda_too(start_extension, unique):
+def test_unauthenticated_request_is_refused_inside_lambda_too(start_extension):
     extension = start_extension()
     extension.ready()
 
-    answer = request(extension.port, "GET", f"/secretsmanager/get?secretId=x")
+    answer = request(extension.port, "GET", "/secretsmanager/get?secretId=x")
 
     assert answer.status == 401
 
