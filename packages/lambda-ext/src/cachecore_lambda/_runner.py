@@ -189,8 +189,7 @@ def _budget(event: dict[str, Any], settings: LambdaSettings) -> float:
     """Seconds left to stop in, from the SHUTDOWN event's deadline."""
     deadline_ms = event.get("deadlineMs")
     if isinstance(deadline_ms, int | float) and not isinstance(deadline_ms, bool):
-        left = deadline_ms / 1000.0 - time.time() - SHUTDOWN_MARGIN
-        return max(0.0, min(left, 2.0))
+        return max(0.0, deadline_ms / 1000.0 - time.time() - SHUTDOWN_MARGIN)
     return settings.shutdown_timeout
 
 
