@@ -1,20 +1,18 @@
-"""A Lambda function and an extension under AWS's runtime interface emulator.
+"""The built Python layer under AWS's runtime interface emulator, with a function.
 
-RIE runs ``lambda_function/bootstrap`` (a custom runtime) with the layer of the
-``rie_opt_dir`` fixture bind-mounted over /opt in a private namespace; see
-``lambda_rie`` for how RIE behaves. For now the layer holds a stub extension
-(``lambda_stub_extension.py``, installed as ``extensions/cachecore``). To test
-the real layer, make ``rie_opt_dir`` return the built layer directory
-(``extensions/cachecore`` plus ``cachecore/``) and add to ``rie_env`` what it
-needs: ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` from the ``moto_url`` fixture, its
-port setting, and a secret made in moto under ``CACHECORE_TEST_SECRET``.
+RIE runs ``lambda_function/bootstrap`` (a custom runtime, stdlib only) with the
+layer that ``packages/lambda-ext/layer/build.py`` builds bind-mounted over /opt in
+a private namespace, so that RIE starts ``/opt/extensions/cachecore`` as Lambda
+would; see ``lambda_rie`` for how RIE behaves. The function reads a secret made
+in moto through the extension during its init and on every invoke. The layer is
+built once per session (pip downloads its dependencies from PyPI).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +29,8 @@ from lambda_rie import (
 )
 
 HERE = Path(__file__).parent
+ROOT = HERE.parent
 BOOTSTRAP = HERE / "lambda_function" / "bootstrap"
-STUB = HERE / "lambda_stub_extension.py"
-EXTENSION = "cachecore"
 REGION = "us-east-1"
 TOKEN = "sentinel-token-rie-Hk4"
 SECRET_STRING = '{"user": "rie", "password": "rie-password-Zp2"}'
@@ -47,20 +44,32 @@ def rie_path() -> Path:
     return rie_binary(default_cache_dir())
 
 
-@pytest.fixture
-def rie_opt_dir(tmp_path: Path) -> Path:
-    """The layer RIE sees as /opt: here, the stub as ``extensions/cachecore``."""
-    opt = tmp_path / "opt"
-    (opt / "extensions").mkdir(parents=True)
-    extension = opt / "extensions" / EXTENSION
-    shutil.copyfile(STUB, extension)
-    extension.chmod(0o755)
-    return opt
+@pytest.fixture(scope="session")
+def rie_opt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python layer, built from this tree and left unpacked: RIE's /opt."""
+    spec = importlib.util.spec_from_file_location(
+        "layer_build", ROOT / "packages" / "lambda-ext" / "layer" / "build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    base = tmp_path_factory.mktemp("layer")
+    build.build_python_layer(base / "dist", tree=base / "opt")
+    assert (base / "dist" / "cachecore-lambda-layer.zip").is_file()
+    return base / "opt"
 
 
 @pytest.fixture
-def rie_env(tmp_path: Path) -> dict[str, str]:
+def secret_name(secretsmanager, unique) -> str:  # type: ignore[no-untyped-def]
+    name = unique("rie")
+    secretsmanager.create_secret(Name=name, SecretString=SECRET_STRING)
+    return str(name)
+
+
+@pytest.fixture
+def rie_env(moto_url: str, secret_name: str) -> dict[str, str]:
     """RIE's whole environment, which it passes to the extension and function."""
+    port, second = free_port(), free_port()
     return {
         "AWS_ACCESS_KEY_ID": "test-key",
         "AWS_SECRET_ACCESS_KEY": "test-secret",
@@ -69,11 +78,12 @@ def rie_env(tmp_path: Path) -> dict[str, str]:
         "AWS_DEFAULT_REGION": REGION,
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_url,
         "AWS_LAMBDA_FUNCTION_TIMEOUT": "20",
-        "CACHECORE_TEST_PORT": str(free_port()),
-        "CACHECORE_TEST_SECRET": "rie/test-secret",
-        "STUB_SECRET_STRING": SECRET_STRING,
-        "STUB_ENV_FILE": str(tmp_path / "extension-env.json"),
+        "CACHECORE_PORT": f"{port},{second}",
+        "CACHECORE_TEST_PORT": str(port),
+        "CACHECORE_TEST_SECOND_PORT": str(second),
+        "CACHECORE_TEST_SECRET": secret_name,
     }
 
 
@@ -114,72 +124,53 @@ def listening(port: int) -> bool:
         return False
 
 
-def test_function_reads_the_secret_at_init_and_invoke_and_sigterm_shuts_down(
+def test_function_reads_through_the_layer_at_init_and_invoke_and_stops_in_time(
     start_rie: Callable[..., RIE], rie_env: dict[str, str]
 ) -> None:
     rie = start_rie()
+    answers = []
     for _ in range(2):
-        status, body = rie.invoke({"hello": "world"}, timeout=20)
+        status, body = rie.invoke({"hello": "world"}, timeout=30)
         assert status == 200, (body, rie.log[-3000:])
-        answer = json.loads(body)
+        answers.append(json.loads(body))
+    ports = [
+        int(rie_env[k]) for k in ("CACHECORE_TEST_PORT", "CACHECORE_TEST_SECOND_PORT")
+    ]
+
+    for answer in answers:
         for phase in ("init", "invoke"):
             assert answer[phase]["status"] == 200, answer
             assert answer[phase]["SecretString"] == SECRET_STRING, answer
-    assert rie.log.count("stub: event INVOKE") == 2
-    assert listening(int(rie_env["CACHECORE_TEST_PORT"]))
+    # The first read of the init fetched it; every read after came from the cache.
+    assert answers[0]["init"]["cache"] == "MISS"
+    assert [a["invoke"]["cache"] for a in answers] == ["HIT", "HIT"]
+    assert all(listening(port) for port in ports)
+    assert "registered after" in rie.log
 
     began = time.monotonic()
     assert rie.terminate(timeout=10) == 0
     took = time.monotonic() - began
     log = rie.log
-    assert "stub: shutdown reason=SandboxTerminated deadline=" in log, log[-3000:]
-    assert "stub: exit 0" in log, log[-3000:]
+    assert "SHUTDOWN (SandboxTerminated): stopped after the requests under way" in log
     assert "did not exit after deadline" not in log
     assert took < SHUTDOWN_DEADLINE, f"RIE took {took:.2f}s to exit after SIGTERM"
-    assert not listening(int(rie_env["CACHECORE_TEST_PORT"]))
+    assert not any(listening(port) for port in ports)
+    ours = [line for line in log.splitlines() if "[cachecore]" in line]
+    assert ours
+    assert not [line for line in ours if "rie-password" in line or TOKEN in line]
 
 
-def test_extensions_start_at_the_first_invoke_with_the_env_given(
-    start_rie: Callable[..., RIE], rie_env: dict[str, str]
-) -> None:
-    env_file = Path(rie_env["STUB_ENV_FILE"])
-    rie = start_rie(CACHECORE_TEST_CUSTOM="custom-value")
-    time.sleep(0.3)
-    assert not env_file.exists(), "RIE ran the extension before any invoke"
-    assert "stub: started" not in rie.log
-
-    status, body = rie.invoke(b"{}", timeout=20)
-    assert status == 200, body
-    seen = json.loads(env_file.read_text())
-    for name in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "CACHECORE_TEST_PORT",
-    ):
-        assert seen[name] == rie_env[name], name
-    assert seen["CACHECORE_TEST_CUSTOM"] == "custom-value"
-    assert seen["AWS_LAMBDA_RUNTIME_API"] == f"127.0.0.1:{rie.api_port}"
-    assert "_HANDLER" not in seen
-    assert rie.terminate(timeout=10) == 0
-
-
-def test_an_extension_that_overstays_shutdown_is_killed_at_the_deadline(
+def test_bad_setting_fails_the_init_with_the_variable_named(
     start_rie: Callable[..., RIE],
 ) -> None:
-    rie = start_rie(STUB_SHUTDOWN_DELAY="10")
-    assert rie.invoke(b"{}", timeout=20)[0] == 200
+    rie = start_rie(CACHE_EXTENSION_TTL="ten minutes")
 
-    began = time.monotonic()
-    assert rie.terminate(timeout=10) == 0
-    took = time.monotonic() - began
+    status, body = rie.invoke(b"{}", timeout=30)
+
+    assert status != 200
     log = rie.log
-    assert "stub: shutdown reason=SandboxTerminated" in log
-    assert "stub: exit 0" not in log
-    assert f"the agent extension-{EXTENSION}" in log
-    assert "did not exit after deadline" in log
-    assert SHUTDOWN_DEADLINE - 0.2 < took < SHUTDOWN_DEADLINE + 2, took
+    assert "CACHE_EXTENSION_TTL must be a Go duration" in log
+    assert "Extension.ConfigInvalid" in log
 
 
 def test_leaving_the_harness_stops_everything_even_on_failure(

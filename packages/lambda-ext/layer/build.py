@@ -63,8 +63,9 @@ LAUNCHER = """\
 layer=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)
 for python in "${CACHECORE_PYTHON:-}" /var/lang/bin/python3 python3; do
     if [ -n "$python" ] && command -v "$python" >/dev/null 2>&1; then
-        # -E and -s: the function's PYTHONPATH and site-packages stay out of it.
-        exec "$python" -E -s "$layer/cachecore/main.py" "$@"
+        # -I -S: no PYTHON* variable, no site-packages, no sitecustomize: the
+        # function's packages and settings stay out of the extension.
+        exec "$python" -I -S "$layer/cachecore/main.py" "$@"
     fi
 done
 echo "[cachecore] ERROR no python3 found: this layer is for Python runtimes;" \\

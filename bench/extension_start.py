@@ -1,0 +1,152 @@
+"""Start time and memory of the Lambda extension, against the test emulator and moto.
+
+    python bench/extension_start.py [--runs 10] [--launcher PATH]
+
+Prints, over ``--runs`` starts: process start to the first HTTP answer on the port,
+to the register request, and to the first 200; and the extension's RSS idle and
+after 100 secrets of 4 KiB were read once each. Beside them, the time of a bare
+``python -c "import boto3"``. Loopback only; every process it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from lambda_emulator import ExtensionsAPI  # noqa: E402
+from support import HOST, free_port, sidecar_env, wait_for_port  # noqa: E402
+
+TOKEN = "bench-session-token"
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def get(port: int, target: str) -> int:
+    connection = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        connection.request("GET", target, headers={"X-Aws-Parameters-Secrets-Token": TOKEN})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def one_start(command: list[str], env: dict[str, str], secret: str) -> dict[str, float]:
+    port = free_port()
+    with ExtensionsAPI() as api:
+        run_env = dict(env, AWS_LAMBDA_RUNTIME_API=api.address, CACHECORE_PORT=str(port))
+        started = time.monotonic()
+        process = subprocess.Popen(command, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            answered = ready = None
+            deadline = started + 30
+            while time.monotonic() < deadline:
+                try:
+                    status = get(port, f"/secretsmanager/get?secretId={secret}")
+                except OSError:
+                    time.sleep(0.001)
+                    continue
+                now = time.monotonic()
+                answered = answered or now
+                if status == 200:
+                    ready = now
+                    break
+            registration = api.wait_registered(30)
+            api.wait_waiting(30)
+            return {
+                "answer": answered - started,
+                "register": registration.arrived - started,
+                "ready": ready - started,
+                "pid": process.pid,
+                "process": process,
+                "port": port,
+                "api": api,
+            } if False else {
+                "answer": answered - started,
+                "register": registration.arrived - started,
+                "ready": ready - started,
+            }
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(10)
+
+
+def memory(command: list[str], env: dict[str, str], names: list[str]) -> tuple[int, int]:
+    port = free_port()
+    with ExtensionsAPI() as api:
+        run_env = dict(env, AWS_LAMBDA_RUNTIME_API=api.address, CACHECORE_PORT=str(port))
+        process = subprocess.Popen(command, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            api.wait_registered(30)
+            api.wait_waiting(30)
+            get(port, "/ping")
+            time.sleep(0.5)
+            idle = rss_kib(process.pid)
+            for name in names:
+                assert get(port, f"/secretsmanager/get?secretId={name}") == 200
+            time.sleep(0.5)
+            return idle, rss_kib(process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--launcher", help="the layer's extensions/cachecore")
+    args = parser.parse_args()
+    import boto3
+
+    moto_port = free_port()
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(moto_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(moto_port, moto, "moto")
+        url = f"http://{HOST}:{moto_port}"
+        client = boto3.client("secretsmanager", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+        names = [f"bench/secret-{i:03d}" for i in range(100)]
+        for name in names:
+            client.create_secret(Name=name, SecretString="x" * 4096)
+        env = sidecar_env(url, AWS_SESSION_TOKEN=TOKEN)
+        command = [args.launcher] if args.launcher else [sys.executable, "-m", "cachecore_lambda"]
+        runs = [one_start(command, env, names[0]) for _ in range(args.runs)]
+        boto = []
+        for _ in range(args.runs):
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-c", "import boto3"], check=True)
+            boto.append(time.monotonic() - started)
+        idle, full = memory(command, env, names)
+    finally:
+        moto.send_signal(signal.SIGTERM)
+        moto.wait(10)
+
+    def median_ms(values: list[float]) -> str:
+        return f"{statistics.median(values) * 1000:.0f} ms"
+
+    print(f"command: {' '.join(command)}; {args.runs} starts, medians")
+    print(f"start -> first answer on the port: {median_ms([r['answer'] for r in runs])}")
+    print(f"start -> register request:        {median_ms([r['register'] for r in runs])}")
+    print(f"start -> first 200 (cache ready):  {median_ms([r['ready'] for r in runs])}")
+    print(f"python -c 'import boto3':          {median_ms(boto)}")
+    print(f"RSS idle: {idle / 1024:.1f} MiB; after 100 secrets of 4 KiB: {full / 1024:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
