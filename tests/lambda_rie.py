@@ -75,7 +75,7 @@ Killing it") and RIE exits about 2.0 s after the signal. RIE's exit code is 0
 either way. An extension not registered for SHUTDOWN is just killed. SIGTERM
 before any invoke: nothing was started and RIE exits at once.
 
-Timings measured here with the stub extension: RIE listens ~30 ms after exec;
+Timings measured here with a minimal extension: RIE listens ~30 ms after exec;
 the first invoke (init: the extension's and the function's Python start) takes
 ~150 ms, a warm invoke ~4 ms; SIGTERM to exit ~60 ms when the extension exits
 on SHUTDOWN, ~2.0 s when it does not.
