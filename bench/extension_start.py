@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import signal
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ TOKEN = "bench-session-token"
 
 
 def rss_kib(pid: int) -> int:
+    """Resident set size of a process, in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -37,9 +37,12 @@ def rss_kib(pid: int) -> int:
 
 
 def get(port: int, target: str) -> int:
+    """Status of one GET with the token."""
     connection = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
-        connection.request("GET", target, headers={"X-Aws-Parameters-Secrets-Token": TOKEN})
+        connection.request(
+            "GET", target, headers={"X-Aws-Parameters-Secrets-Token": TOKEN}
+        )
         response = connection.getresponse()
         response.read()
         return response.status
@@ -48,13 +51,19 @@ def get(port: int, target: str) -> int:
 
 
 def one_start(command: list[str], env: dict[str, str], secret: str) -> dict[str, float]:
+    """Seconds from process start to first answer, to register, to the first 200."""
     port = free_port()
     with ExtensionsAPI() as api:
-        run_env = dict(env, AWS_LAMBDA_RUNTIME_API=api.address, CACHECORE_PORT=str(port))
+        run_env = dict(
+            env, AWS_LAMBDA_RUNTIME_API=api.address, CACHECORE_PORT=str(port)
+        )
         started = time.monotonic()
-        process = subprocess.Popen(command, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
-            answered = ready = None
+            answered: float | None = None
+            ready: float | None = None
             deadline = started + 30
             while time.monotonic() < deadline:
                 try:
@@ -69,15 +78,9 @@ def one_start(command: list[str], env: dict[str, str], secret: str) -> dict[str,
                     break
             registration = api.wait_registered(30)
             api.wait_waiting(30)
+            if answered is None or ready is None:
+                raise RuntimeError("the extension never answered 200 within 30 s")
             return {
-                "answer": answered - started,
-                "register": registration.arrived - started,
-                "ready": ready - started,
-                "pid": process.pid,
-                "process": process,
-                "port": port,
-                "api": api,
-            } if False else {
                 "answer": answered - started,
                 "register": registration.arrived - started,
                 "ready": ready - started,
@@ -87,11 +90,18 @@ def one_start(command: list[str], env: dict[str, str], secret: str) -> dict[str,
             process.wait(10)
 
 
-def memory(command: list[str], env: dict[str, str], names: list[str]) -> tuple[int, int]:
+def memory(
+    command: list[str], env: dict[str, str], names: list[str]
+) -> tuple[int, int]:
+    """RSS in KiB when idle after init, and after reading each of ``names`` once."""
     port = free_port()
     with ExtensionsAPI() as api:
-        run_env = dict(env, AWS_LAMBDA_RUNTIME_API=api.address, CACHECORE_PORT=str(port))
-        process = subprocess.Popen(command, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run_env = dict(
+            env, AWS_LAMBDA_RUNTIME_API=api.address, CACHECORE_PORT=str(port)
+        )
+        process = subprocess.Popen(
+            command, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             api.wait_registered(30)
             api.wait_waiting(30)
@@ -108,6 +118,7 @@ def memory(command: list[str], env: dict[str, str], names: list[str]) -> tuple[i
 
 
 def main() -> int:
+    """Measure and print; see the module docstring."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--launcher", help="the layer's extensions/cachecore")
@@ -115,16 +126,30 @@ def main() -> int:
     import boto3
 
     moto_port = free_port()
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(moto_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(moto_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(moto_port, moto, "moto")
         url = f"http://{HOST}:{moto_port}"
-        client = boto3.client("secretsmanager", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+        client = boto3.client(
+            "secretsmanager",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+        )
         names = [f"bench/secret-{i:03d}" for i in range(100)]
         for name in names:
             client.create_secret(Name=name, SecretString="x" * 4096)
         env = sidecar_env(url, AWS_SESSION_TOKEN=TOKEN)
-        command = [args.launcher] if args.launcher else [sys.executable, "-m", "cachecore_lambda"]
+        command = (
+            [args.launcher]
+            if args.launcher
+            else [sys.executable, "-m", "cachecore_lambda"]
+        )
         runs = [one_start(command, env, names[0]) for _ in range(args.runs)]
         boto = []
         for _ in range(args.runs):
@@ -140,11 +165,18 @@ def main() -> int:
         return f"{statistics.median(values) * 1000:.0f} ms"
 
     print(f"command: {' '.join(command)}; {args.runs} starts, medians")
-    print(f"start -> first answer on the port: {median_ms([r['answer'] for r in runs])}")
-    print(f"start -> register request:        {median_ms([r['register'] for r in runs])}")
+    print(
+        f"start -> first answer on the port: {median_ms([r['answer'] for r in runs])}"
+    )
+    print(
+        f"start -> register request:        {median_ms([r['register'] for r in runs])}"
+    )
     print(f"start -> first 200 (cache ready):  {median_ms([r['ready'] for r in runs])}")
     print(f"python -c 'import boto3':          {median_ms(boto)}")
-    print(f"RSS idle: {idle / 1024:.1f} MiB; after 100 secrets of 4 KiB: {full / 1024:.1f} MiB")
+    print(
+        f"RSS idle: {idle / 1024:.1f} MiB; "
+        f"after 100 secrets of 4 KiB: {full / 1024:.1f} MiB"
+    )
     return 0
 
 
