@@ -386,3 +386,146 @@ def test_no_secret_value_or_token_in_the_extension_log(
     assert sentinel not in log
     assert SESSION_TOKEN not in log
     assert name in log  # names are logged: the log is not simply empty
+
+
+def _read_in_background(extension, name: str) -> threading.Thread:
+    def read() -> None:
+        try:
+            extension.secret(name)
+        except OSError:
+            pass  # cut off at the stop: expected
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader
+
+
+def test_prefetch_against_a_black_holed_upstream_ends_init_within_its_2s(
+    start_extension,
+    proxy,
+):
+    # CACHECORE_PREFETCH takes at most 2 s of init, even when the batch call
+    # never answers (it would take 3 attempts of the upstream timeout: 15 s).
+    proxy.black_hole("BatchGetSecretValue")
+    extension = start_extension(proxy.url, CACHECORE_PREFETCH="pf/a,pf/b")
+    extension.api.wait_registered(30)
+    registered = time.monotonic()
+
+    extension.api.wait_waiting(40)
+    init_after_register = time.monotonic() - registered
+
+    assert init_after_register < 4.0, (
+        f"event/next was first called {init_after_register:.1f}s after register"
+    )
+
+
+def test_shutdown_with_a_hung_request_exits_before_the_event_deadline(
+    start_extension,
+    proxy,
+    secretsmanager,
+    unique,
+):
+    # A request stuck on Secrets Manager must not keep the extension past the
+    # SHUTDOWN deadline, or Lambda kills it.
+    name = unique("hung-at-shutdown")
+    secretsmanager.create_secret(Name=name, SecretString="v")
+    extension = start_extension(proxy.url)
+    extension.ready()
+    proxy.black_hole("GetSecretValue")
+    _read_in_background(extension, name)
+    deadline = time.monotonic() + 5
+    while proxy.calls("GetSecretValue") < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    sent = time.monotonic()
+    extension.api.shutdown("spindown")  # deadline: 2 s from now
+    code = extension.process.wait(timeout=10)
+    took = time.monotonic() - sent
+
+    assert code == 0
+    assert took < 2.0, f"exited {took:.2f}s after a SHUTDOWN with a 2 s deadline"
+
+
+def test_sigterm_with_a_hung_request_exits_within_the_shutdown_timeout(
+    start_extension,
+    proxy,
+    secretsmanager,
+    unique,
+):
+    name = unique("hung-at-sigterm")
+    secretsmanager.create_secret(Name=name, SecretString="v")
+    extension = start_extension(proxy.url, CACHECORE_SHUTDOWN_TIMEOUT="1")
+    extension.ready()
+    proxy.black_hole("GetSecretValue")
+    _read_in_background(extension, name)
+    deadline = time.monotonic() + 5
+    while proxy.calls("GetSecretValue") < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    sent = time.monotonic()
+    extension.process.send_signal(signal.SIGTERM)
+    code = extension.process.wait(timeout=10)
+    took = time.monotonic() - sent
+
+    assert code == 0
+    assert took < 1.0, f"exited {took:.2f}s after SIGTERM, timeout 1 s"
+
+
+def test_a_second_sigterm_while_draining_still_exits_0_without_a_traceback(
+    start_extension,
+):
+    extension = start_extension()
+    extension.ready()
+
+    extension.process.send_signal(signal.SIGTERM)
+    time.sleep(0.02)
+    extension.process.send_signal(signal.SIGTERM)
+    code = extension.process.wait(timeout=10)
+
+    assert "Traceback" not in extension.output()
+    assert code == 0
+
+
+def test_a_request_that_finishes_during_the_drain_logs_no_error(
+    start_extension,
+    proxy,
+    secretsmanager,
+    unique,
+):
+    # A request that ends after the ports closed still wakes the server's loop
+    # through its pipe, which must still be open.
+    name = unique("drained")
+    secretsmanager.create_secret(Name=name, SecretString="drained-value")
+    extension = start_extension(proxy.url)
+    extension.ready()
+    proxy.delay("GetSecretValue", 0.8)
+    answers = []
+    reader = threading.Thread(target=lambda: answers.append(extension.secret(name)))
+    reader.start()
+    deadline = time.monotonic() + 5
+    while proxy.calls("GetSecretValue") < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    extension.api.shutdown("spindown")
+    assert extension.process.wait(timeout=10) == 0
+    reader.join(10)
+
+    assert [a.status for a in answers] == [200]
+    output = extension.output()
+    assert "Bad file descriptor" not in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("deadline_ms", [10**15])
+def test_a_shutdown_deadline_beyond_the_platform_clock_does_not_crash(
+    start_extension,
+    deadline_ms,
+):
+    extension = start_extension()
+    extension.ready()
+
+    extension.api.shutdown("spindown", deadline_ms=deadline_ms)
+    code = extension.process.wait(timeout=10)
+
+    assert "Traceback" not in extension.output()
+    assert code == 0

@@ -53,7 +53,7 @@ DEPENDENCIES = (
 )
 LAYER_NAME = "cachecore-lambda-layer.zip"
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
-#: A fixed time for every entry, so that two builds of one tree give one zip.
+#: A fixed time for every entry: the zip says nothing of when it was built.
 _ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 
 LAUNCHER = """\
@@ -77,7 +77,12 @@ MAIN = '''\
 """Run cachecore's Lambda extension from the libraries beside this file."""
 
 import os
+import signal
 import sys
+
+# Until the extension has its own handlers, a stop signal finds nothing to drain.
+for _signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_signum, lambda signum, frame: os._exit(0))
 
 if sys.version_info < (3, 11):
     sys.stderr.write(
@@ -181,6 +186,12 @@ def _compile(lib: Path, pythons: dict[str, str]) -> None:
                 "0",
                 "--invalidation-mode",
                 "unchecked-hash",
+                # The path compiled into each file is where Lambda puts it, not
+                # this machine's temporary one.
+                "-s",
+                str(lib),
+                "-p",
+                "/opt/cachecore/lib",
                 str(lib),
             ],
             check=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -99,6 +100,10 @@ _AUTH_MODES: tuple[AuthMode, ...] = ("token", "none")
 _FILE_PREFIX = "file://"
 
 
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+_ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _integer(label: str, raw: object, low: int, high: int) -> int:
     rule = f"{label} must be an integer from {low} to {high}, got {raw!r}"
     if isinstance(raw, bool):
@@ -106,10 +111,10 @@ def _integer(label: str, raw: object, low: int, high: int) -> int:
     if isinstance(raw, int):
         value = raw
     elif isinstance(raw, str):
-        try:
-            value = int(raw.strip(), 10)
-        except ValueError:
-            raise ConfigError(rule) from None
+        # ASCII digits only: int() would also take "1_000" and other scripts' digits.
+        if not _ASCII_INTEGER.fullmatch(raw.strip()):
+            raise ConfigError(rule)
+        value = int(raw.strip(), 10)
     else:
         raise ConfigError(rule)
     if not low <= value <= high:
@@ -138,10 +143,9 @@ def _number(
     if isinstance(raw, int | float):
         value = float(raw)
     elif isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ConfigError(rule) from None
+        if not _ASCII_NUMBER.fullmatch(raw.strip()):
+            raise ConfigError(rule)
+        value = float(raw.strip())
     else:
         raise ConfigError(rule)
     inside = low < value <= high if above_low else low <= value <= high

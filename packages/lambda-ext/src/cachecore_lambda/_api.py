@@ -33,7 +33,11 @@ class ExtensionsAPI:
 
     def __init__(self, address: str) -> None:
         host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
+        if (
+            not host
+            or not (port.isascii() and port.isdigit())
+            or not 1 <= int(port) <= 65535
+        ):
             raise ExtensionsAPIError(
                 f"AWS_LAMBDA_RUNTIME_API must be host:port, got {address!r}"
             )

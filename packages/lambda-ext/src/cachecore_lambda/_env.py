@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cachecore import ConfigError
-from cachecore._config import _PARSERS, ENV_NAMES, MAX_UPSTREAM_TIMEOUT
+from cachecore._config import _PARSERS, ENV_NAMES, MAX_TTL, MAX_UPSTREAM_TIMEOUT
 
 __all__ = [
     "ALIASES",
@@ -83,7 +83,8 @@ _GO_UNITS = {
     "m": 60.0,
     "h": 3600.0,
 }
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def go_duration_seconds(variable: str, raw: str) -> float:
@@ -122,18 +123,28 @@ def _whole_seconds(variable: str, seconds: float, raw: str) -> str:
 
 
 def _from_go_ttl(variable: str, raw: str) -> str:
-    return _whole_seconds(variable, go_duration_seconds(variable, raw), raw)
+    seconds = go_duration_seconds(variable, raw)
+    if seconds > MAX_TTL:
+        raise ConfigError(
+            f"{variable} must be at most {MAX_TTL // 3600}h ({MAX_TTL} s), got {raw!r}"
+        )
+    return _whole_seconds(variable, seconds, raw)
+
+
+def _ascii_integer(raw: str) -> int | None:
+    text = raw.strip()
+    return int(text, 10) if _DIGITS.fullmatch(text) else None
 
 
 def _from_millis(variable: str, raw: str) -> str:
-    try:
-        millis = int(raw.strip(), 10)
-    except ValueError:
-        raise ConfigError(
-            f"{variable} must be a whole number of milliseconds, got {raw!r}"
-        ) from None
-    if millis < 0:
-        raise ConfigError(f"{variable} must not be negative, got {raw!r}")
+    highest = int(MAX_UPSTREAM_TIMEOUT * 1000)
+    rule = (
+        f"{variable} must be a whole number of milliseconds from 0 to {highest}, "
+        f"got {raw!r}"
+    )
+    millis = _ascii_integer(raw)
+    if millis is None or millis > highest:
+        raise ConfigError(rule)
     if millis == 0:
         # AWS's extension reads 0 as "no timeout"; the longest allowed here.
         return f"{MAX_UPSTREAM_TIMEOUT:g}"
@@ -209,7 +220,7 @@ def _cache_disabled(environ: Mapping[str, str]) -> bool:
         raise ConfigError(f"{AWS_CACHE_ENABLED} must be true or false, got {enabled!r}")
     size = _set(environ, AWS_CACHE_SIZE)
     return (enabled is not None and enabled.strip().lower() == "false") or (
-        size is not None and size.strip() == "0"
+        size is not None and _ascii_integer(size) == 0
     )
 
 
@@ -225,13 +236,8 @@ def _ports(environ: Mapping[str, str], warnings: list[str]) -> str:
         return ours
     if aws is None:
         return DEFAULT_PORTS
-    try:
-        port = int(aws.strip(), 10)
-    except ValueError:
-        raise ConfigError(
-            f"{AWS_PORT} must be a port from 1 to 65535, got {aws!r}"
-        ) from None
-    if not 1 <= port <= 65535:
+    port = _ascii_integer(aws)
+    if port is None or not 1 <= port <= 65535:
         raise ConfigError(f"{AWS_PORT} must be a port from 1 to 65535, got {aws!r}")
     # It moves AWS's port; the Go extension's callers keep 8015.
     return str(port) if port == GO_PORT else f"{GO_PORT},{port}"
@@ -285,6 +291,10 @@ def read_settings(environ: Mapping[str, str]) -> LambdaSettings:
             continue
         name, translate = present[0]
         value = translate(name, environ[name])
+        setting = _SETTINGS.get(target)
+        switched_off = name == AWS_CACHE_SIZE and _ascii_integer(value) == 0
+        if setting is not None and not switched_off:
+            _PARSERS[setting](name, value)  # a bad value is named as the user set it
         if disabled and name != target:
             # AWS's switch turns caching off over AWS's own TTLs and size; a
             # CACHECORE_* value was set on purpose and stays.
@@ -292,9 +302,6 @@ def read_settings(environ: Mapping[str, str]) -> LambdaSettings:
                 value = "0"
             elif target == "CACHECORE_MAX_ENTRIES":
                 value = "1"  # nothing is kept anyway, and 0 is not a bound
-        setting = _SETTINGS.get(target)
-        if setting is not None:
-            _PARSERS[setting](name, value)  # a bad value is named as the user set it
         env[target] = value
         if len(present) > 1:
             ignored = ", ".join(other for other, _ in present[1:])

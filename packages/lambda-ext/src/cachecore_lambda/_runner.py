@@ -9,15 +9,17 @@ In order, so that the port answers as early as possible:
    ``Retry-After`` until the cache is ready: a request is never refused;
 3. build the cache in a thread (this loads botocore and Falcon) while the main
    thread registers for INVOKE and SHUTDOWN under the name ``cachecore``;
-4. once the cache is ready, prefetch ``CACHECORE_PREFETCH`` (at most 100 ids and
-   2 seconds), then wait on ``event/next``;
+4. once the cache is ready, prefetch ``CACHECORE_PREFETCH`` (at most 100 ids; init
+   waits 2 seconds for it at most), then wait on ``event/next``;
 5. on SHUTDOWN, or SIGTERM or SIGINT, stop listening, let the requests under way
-   finish until shortly before the deadline, and exit 0.
+   finish until ``SHUTDOWN_MARGIN`` before the deadline, and exit 0 at once (the
+   interpreter's own clean-up is skipped); later stop signals are ignored.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -44,8 +46,10 @@ EXTENSION_NAME = "cachecore"
 EVENTS = ["INVOKE", "SHUTDOWN"]
 #: Request threads: a function instance handles one invocation at a time.
 THREADS = 4
-#: Time kept in hand before Lambda's shutdown deadline, for exiting itself.
-SHUTDOWN_MARGIN = 0.15
+#: Time kept in hand before a shutdown deadline, for exiting itself.
+SHUTDOWN_MARGIN = 0.2
+#: The longest stop there can be: Lambda's longest invocation.
+MAX_STOP = 900.0
 EXIT_FAILED = 1
 
 
@@ -53,7 +57,17 @@ class _Stop(Exception):
     """SIGTERM or SIGINT arrived."""
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _ignore_stop_signals() -> None:
+    """From now on the extension is stopping: more signals change nothing."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    _ignore_stop_signals()
     raise _Stop(signal.Signals(signum).name)
 
 
@@ -178,19 +192,44 @@ class _Extension:
 
 
 def _prefetch(cache: Any, ids: tuple[str, ...]) -> None:
+    """Prefetch ``ids``, waiting at most ``PREFETCH_TIMEOUT`` seconds for it.
+
+    The cache starts no call after that time, but a call under way may take the
+    upstream timeout and its retries: it goes on in the background, and init
+    does not wait for it.
+    """
     if not ids:
         return
-    failed = cache.prefetch(ids, timeout=PREFETCH_TIMEOUT)
-    for secret_id, error in failed.items():
-        logger.warning("prefetch of %s failed: %s", secret_id, error.code)
+
+    def prefetch() -> None:
+        failed = cache.prefetch(ids, timeout=PREFETCH_TIMEOUT)
+        for secret_id, error in failed.items():
+            logger.warning("prefetch of %s failed: %s", secret_id, error.code)
+
+    worker = threading.Thread(target=prefetch, name="cachecore-prefetch", daemon=True)
+    worker.start()
+    worker.join(PREFETCH_TIMEOUT)
+    if worker.is_alive():
+        logger.warning(
+            "prefetch is still waiting for Secrets Manager after %gs; init goes on "
+            "without it",
+            PREFETCH_TIMEOUT,
+        )
 
 
 def _budget(event: dict[str, Any], settings: LambdaSettings) -> float:
     """Seconds left to stop in, from the SHUTDOWN event's deadline."""
     deadline_ms = event.get("deadlineMs")
     if isinstance(deadline_ms, int | float) and not isinstance(deadline_ms, bool):
-        return max(0.0, deadline_ms / 1000.0 - time.time() - SHUTDOWN_MARGIN)
-    return settings.shutdown_timeout
+        left = deadline_ms / 1000.0 - time.time() - SHUTDOWN_MARGIN
+        if math.isfinite(left):
+            return min(max(0.0, left), MAX_STOP)
+    return _signal_budget(settings.shutdown_timeout)
+
+
+def _signal_budget(timeout: float) -> float:
+    """Seconds to drain in when ``timeout`` is the whole time to stop in."""
+    return max(0.0, timeout - SHUTDOWN_MARGIN)
 
 
 def main(environ: dict[str, str] | None = None) -> int:
@@ -208,26 +247,23 @@ def main(environ: dict[str, str] | None = None) -> int:
         logger.error("%s", exc)
         return EXIT_FAILED
 
-    previous = {
-        signum: signal.signal(signum, _on_signal)
-        for signum in (signal.SIGTERM, signal.SIGINT)
-    }
+    previous = {signum: signal.signal(signum, _on_signal) for signum in _STOP_SIGNALS}
     try:
         return _run(extension, env, started, redactor)
     except _Stop as stop:
         logger.info("%s: stopping", stop)
-        extension.stop_serving(_settings_budget(env))
+        extension.stop_serving(_signal_budget(_settings_timeout(env)))
         return 0
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _settings_budget(env: dict[str, str]) -> float:
+def _settings_timeout(env: dict[str, str]) -> float:
     try:
         return read_settings(env).shutdown_timeout
     except ConfigError:
-        return 0.0
+        return SHUTDOWN_MARGIN
 
 
 def _run(
@@ -289,6 +325,7 @@ def _run(
             return EXIT_FAILED
         event_type = event.get("eventType")
         if event_type == "SHUTDOWN":
+            _ignore_stop_signals()
             break
         logger.debug("event %s", event_type)
 
@@ -305,5 +342,15 @@ def _run(
 
 
 def run() -> None:
-    """Console-script and ``python -m cachecore_lambda`` entry point."""
-    sys.exit(main())
+    """Console-script and ``python -m cachecore_lambda`` entry point.
+
+    The process ends with ``os._exit`` once the logs are flushed: the requests
+    still running at the deadline, and the interpreter's own clean-up (which
+    takes up to a second with botocore loaded), must not hold it past Lambda's
+    deadline.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

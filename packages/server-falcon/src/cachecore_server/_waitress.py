@@ -26,6 +26,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.trigger import trigger
 from waitress.utilities import Error
 
 from ._limits import (
@@ -302,7 +303,15 @@ class GracefulLoop:
                 if self._stop_by is not None and self._drain_step():
                     break
         finally:
-            wasyncore.close_all(self._map)
+            # Every connection and listening socket closes; the wake-up pipes
+            # stay open, because a request thread still running may write to
+            # its pipe when it ends, and a closed descriptor may by then be
+            # another socket's.
+            for dispatcher in list(self._map.values()):
+                if isinstance(dispatcher, TcpWSGIServer):
+                    wasyncore.dispatcher.close(dispatcher)
+                elif not isinstance(dispatcher, trigger):
+                    dispatcher.close()
             self._finished.set()
 
     def _drain_step(self) -> bool:
@@ -311,7 +320,9 @@ class GracefulLoop:
             self._listening = False
             for dispatcher in list(self._map.values()):
                 if isinstance(dispatcher, TcpWSGIServer):
-                    dispatcher.close()
+                    # Only the listening socket: the server's close() would also
+                    # close the pipe that finished requests wake the loop with.
+                    wasyncore.dispatcher.close(dispatcher)
         channels = [d for d in self._map.values() if isinstance(d, HTTPChannel)]
         for channel in channels:
             if not (channel.requests or channel.total_outbufs_len):
