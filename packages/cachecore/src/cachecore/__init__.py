@@ -1,10 +1,11 @@
 """cachecore: a local cache for AWS Secrets Manager secrets, used in-process.
 
 ``SecretCache`` holds the cache policy (TTL, bounded size, single flight, forced
-refresh, backoff, stale-if-error); a ``Fetcher`` such as ``SecretsManagerFetcher``
-(or ``ParameterStoreFetcher`` for SSM parameters) reads from AWS; ``Config``
-gathers the settings from arguments, ``CACHECORE_*`` environment variables and
-defaults. Every error raised on purpose is a ``CacheError``.
+refresh, backoff, stale-if-error) and is a ``SecretReader``, the protocol it
+shares with the HTTP client of ``cachecore-client``; a ``Fetcher`` such as
+``SecretsManagerFetcher`` (or ``ParameterStoreFetcher`` for SSM parameters) reads
+from AWS; ``Config`` gathers the settings from arguments, ``CACHECORE_*``
+environment variables and defaults. Every error raised on purpose is a ``CacheError``.
 """
 
 from ._cache import CacheStats, Lookup, SecretCache, check_parameter, check_secret_id
@@ -28,6 +29,7 @@ from ._fetchers import (
     SecretsManagerFetcher,
     translate_error,
 )
+from ._reader import SecretReader
 from ._redact import RedactingFilter
 from ._value import ParameterValue, SecretValue
 
@@ -49,6 +51,7 @@ __all__ = [
     "RedactingFilter",
     "SecretCache",
     "SecretNotFoundError",
+    "SecretReader",
     "SecretValue",
     "SecretsManagerFetcher",
     "TOKEN_SOURCES",

@@ -313,6 +313,54 @@ class SecretCache:
             refresh=refresh,
         ).value
 
+    def get_secret_string(
+        self,
+        secret_id: str,
+        *,
+        version_id: str | None = None,
+        version_stage: str | None = None,
+        refresh: bool = False,
+    ) -> str:
+        """The secret as text, as ``SecretReader`` defines it (``SecretValue.text``)."""
+        return self.get(
+            secret_id,
+            version_id=version_id,
+            version_stage=version_stage,
+            refresh=refresh,
+        ).text
+
+    def get_secret_json(
+        self,
+        secret_id: str,
+        *,
+        version_id: str | None = None,
+        version_stage: str | None = None,
+        refresh: bool = False,
+    ) -> Any:
+        """The secret parsed as JSON; a fresh object on every call."""
+        return self.get(
+            secret_id,
+            version_id=version_id,
+            version_stage=version_stage,
+            refresh=refresh,
+        ).json()
+
+    def get_secret_binary(
+        self,
+        secret_id: str,
+        *,
+        version_id: str | None = None,
+        version_stage: str | None = None,
+        refresh: bool = False,
+    ) -> bytes:
+        """The secret as bytes (``SecretValue.data``)."""
+        return self.get(
+            secret_id,
+            version_id=version_id,
+            version_stage=version_stage,
+            refresh=refresh,
+        ).data
+
     def lookup(
         self,
         secret_id: str,
@@ -333,10 +381,13 @@ class SecretCache:
         label: str | None = None,
         with_decryption: bool = False,
         refresh: bool = False,
-    ) -> ParameterValue:
-        """Return an SSM parameter through the parameter fetcher, under the same policy.
+    ) -> str:
+        """The value of an SSM parameter, through the parameter fetcher.
 
-        ``version`` or ``label`` selects one version (not both). Raises
+        Parameters are cached under the same policy as secrets. ``version`` or
+        ``label`` selects one version (not both); ``refresh=True`` asks Parameter
+        Store anew (the HTTP API has no such flag, so ``SecretReader`` leaves it
+        out). ``lookup_parameter`` gives the whole ``ParameterValue``. Raises
         ``ConfigError`` when the cache was made without a ``parameter_fetcher``.
         """
         return self.lookup_parameter(
@@ -345,7 +396,7 @@ class SecretCache:
             label=label,
             with_decryption=with_decryption,
             refresh=refresh,
-        ).value
+        ).value.value
 
     def lookup_parameter(
         self,

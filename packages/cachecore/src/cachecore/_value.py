@@ -56,6 +56,14 @@ class SecretValue:
             f"{offset})"
         )
 
+    @property
+    def data(self) -> bytes:
+        """The secret as bytes: the binary secret, or the string encoded as UTF-8."""
+        if self.secret_binary is not None:
+            return self.secret_binary
+        # surrogatepass: a JSON secret may hold a lone surrogate, as servers allow
+        return (self.secret_string or "").encode("utf-8", "surrogatepass")
+
     def json(self) -> Any:
         """Parse the secret as JSON; every call returns a fresh object."""
         return json.loads(self.text)
