@@ -122,6 +122,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--launcher", help="the layer's extensions/cachecore")
+    parser.add_argument("--python", help="the Python the launcher runs")
     args = parser.parse_args()
     import boto3
 
@@ -145,6 +146,8 @@ def main() -> int:
         for name in names:
             client.create_secret(Name=name, SecretString="x" * 4096)
         env = sidecar_env(url, AWS_SESSION_TOKEN=TOKEN)
+        if args.python:
+            env["CACHECORE_PYTHON"] = args.python
         command = (
             [args.launcher]
             if args.launcher
