@@ -71,5 +71,12 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def layer(session: nox.Session) -> None:
-    """The Lambda layer zips in dist/: for Python runtimes, and self-contained."""
+    """The Lambda layer zips in dist/: for Python runtimes, and self-contained.
+
+    The second, an executable built in a Debian bullseye root (see
+    packages/lambda-ext/layer/EXE.md), needs root and about 6 minutes the first
+    time; `nox -s layer -- python` builds only the first.
+    """
     session.run("python", "packages/lambda-ext/layer/build.py", "--out", "dist")
+    if "python" not in session.posargs:
+        session.run("python", "packages/lambda-ext/layer/build_exe.py", "--out", "dist")

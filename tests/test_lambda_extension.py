@@ -2,12 +2,15 @@
 
 Each test starts ``python -m cachecore_lambda`` with ``AWS_LAMBDA_RUNTIME_API``
 pointing at an emulator of its own, in front of moto (through the fault proxy
-where a test needs to count or slow the calls to Secrets Manager).
+where a test needs to count or slow the calls to Secrets Manager). With
+``CACHECORE_TEST_EXTENSION`` set to a layer's ``extensions/cachecore``, the tests
+run that instead: the Python layer's launcher, or the executable layer's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -24,6 +27,11 @@ from lambda_emulator import ExtensionsAPI
 from support import HOST, Answer, free_port, request, sidecar_env
 
 SESSION_TOKEN = "lambda-session-token-Qx7"
+EXTENSION_COMMAND = (
+    [os.environ["CACHECORE_TEST_EXTENSION"]]
+    if os.environ.get("CACHECORE_TEST_EXTENSION")
+    else [sys.executable, "-m", "cachecore_lambda"]
+)
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 AUTH = {TOKEN_HEADER: SESSION_TOKEN}
 
@@ -85,7 +93,7 @@ def start_extension(
         log = tmp_path / f"extension-{ports[0]}.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "cachecore_lambda"],
+                EXTENSION_COMMAND,
                 env=lambda_env(endpoint or moto_url, api, ports, **extra),
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
@@ -529,3 +537,22 @@ def test_a_shutdown_deadline_beyond_the_platform_clock_does_not_crash(
 
     assert "Traceback" not in extension.output()
     assert code == 0
+
+
+def test_version_loads_everything_and_prints_the_versions():
+    done = subprocess.run(
+        [*EXTENSION_COMMAND, "--version"], capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 0, done.stderr
+    versions = json.loads(done.stdout)
+    assert set(versions) >= {"cachecore-lambda", "python", "botocore", "falcon"}
+
+
+def test_unknown_arguments_are_refused():
+    done = subprocess.run(
+        [*EXTENSION_COMMAND, "--port", "9"], capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 1
+    assert "unknown arguments" in done.stderr

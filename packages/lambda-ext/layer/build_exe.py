@@ -75,7 +75,7 @@ PREFIX = "/opt/py311"
 FIRST_UPSTREAM_PATCH = "shutdown-deadlock.diff"
 PYINSTALLER = "pyinstaller==6.22.3"
 PROJECT_PACKAGES = ("cachecore", "server-falcon", "lambda-ext")
-DEFAULT_ENTRY = "cachecore_lambda.__main__:main"
+DEFAULT_ENTRY = "cachecore_lambda._runner:run"
 DEFAULT_SERVICES = ("secretsmanager", "ssm", "sts")
 LAYER_ZIP = "cachecore-lambda-exe-layer.zip"
 # Libc symbols that glibc 2.27..2.31 versioned anew and that CPython calls: each
@@ -545,15 +545,22 @@ PYI_STATIC_ZLIB=1 /work/venv/bin/pip install -q --no-binary pyinstaller \\
   {packages} '{PYINSTALLER}'
 {prune}
 cat > /work/launch.py <<'EOF'
+import os
+import signal
 import sys
 
-from {module} import {function or "main"} as entry
+# Until the extension has its own handlers, a stop signal finds nothing to drain.
+for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, lambda signum, frame: os._exit(0))
+
+from {module} import {function or "main"} as entry  # noqa: E402
 
 sys.exit(entry())
 EOF
 /work/venv/bin/pyinstaller --noconfirm --clean --log-level WARN \\
   {"--onefile" if onefile else "--onedir"} --strip --name cachecore \\
-  --collect-data cachecore_server --exclude-module tkinter \\
+  --collect-data cachecore_server --copy-metadata cachecore-lambda \\
+  --exclude-module tkinter \\
   --distpath /work/dist --workpath /work/pyi --specpath /work /work/launch.py
 {_EXTRACT if onefile else ""}"""
 
@@ -592,7 +599,7 @@ def build(
         _copy_packages(root)
         log(f"PyInstaller: {entry} ({'one file' if onefile else 'one dir'})")
         root.run(_app_script(entry, onefile, services), quiet_log=cache / "app.log")
-        staging = out / "layer"
+        staging = out / "cachecore-lambda-exe-layer"  # unpacked, as in /opt
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "extensions").mkdir(parents=True)
         dist = root.path / "work/dist"
@@ -638,7 +645,7 @@ def smoke_test(root: BuildRoot, staging: Path) -> None:
     log_path = Path(tempfile.mkstemp(prefix="cachecore-exe-smoke-", suffix=".log")[1])
     root.run(
         f"rm -rf {PREFIX} /work/venv /usr/bin/python3* && "
-        "/opt/extensions/cachecore && /opt/extensions/cachecore --version",
+        "/opt/extensions/cachecore --version",
         quiet_log=log_path,
     )
     for line in log_path.read_text().splitlines():

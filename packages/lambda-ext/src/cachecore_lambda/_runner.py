@@ -232,8 +232,60 @@ def _signal_budget(timeout: float) -> float:
     return max(0.0, timeout - SHUTDOWN_MARGIN)
 
 
-def main(environ: dict[str, str] | None = None) -> int:
-    """Run the extension until SHUTDOWN; returns the process exit code."""
+def _version() -> int:
+    """Load everything the extension loads and print the versions, as JSON.
+
+    It builds a cache and its app with made-up settings and no network, so it
+    shows that a build (the executable layer above all) holds every module.
+    """
+    import json
+    import platform
+    import ssl
+
+    import botocore
+    import falcon
+    import waitress  # noqa: F401
+
+    from cachecore import SecretCache, SecretsManagerFetcher
+    from cachecore_server._app import create_app
+
+    config = Config(region="us-east-1", auth="none")
+    fetcher = SecretsManagerFetcher(region="us-east-1")
+    create_app(SecretCache(fetcher, config), config)
+    fetcher.close()
+    versions = {
+        "cachecore-lambda": _distribution_version(),
+        "python": platform.python_version(),
+        "botocore": botocore.__version__,
+        "falcon": falcon.__version__,
+        "openssl": ssl.OPENSSL_VERSION,
+    }
+    print(json.dumps(versions))
+    return 0
+
+
+def _distribution_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cachecore-lambda")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(
+    environ: dict[str, str] | None = None, argv: Sequence[str] | None = None
+) -> int:
+    """Run the extension until SHUTDOWN; returns the process exit code.
+
+    ``--version`` prints the versions of what it runs on, and exits.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        return _version()
+    if args:
+        print(f"cachecore: unknown arguments {args!r}; only --version", file=sys.stderr)
+        return EXIT_FAILED
     env = dict(os.environ if environ is None else environ)
     started = time.monotonic()
     redactor = _configure_logging("INFO")
