@@ -508,7 +508,8 @@ def test_an_interrupt_while_storing_leaves_no_key_stuck(fetcher, clock):
         return 0.0
 
     cache = make_cache(fetcher, clock, random=random)
-    with pytest.raises(KeyboardInterrupt):
+    # The call runs in a thread of its own: its caller learns of the interrupt.
+    with pytest.raises(UpstreamUnavailableError, match="interrupted"):
         cache.get("db")
 
     done = []
@@ -598,3 +599,61 @@ def test_backoff_stops_serving_stale_at_max_stale(fetcher, clock):
     with pytest.raises(ThrottledError):
         cache.get("db")
     assert len(fetcher.calls) == calls
+
+
+# --- a call that does not end ------------------------------------------------
+
+
+def test_a_caller_waits_for_a_hanging_call_at_most_the_upstream_timeout(fetcher, clock):
+    cache = make_cache(fetcher, clock, upstream_timeout=0.2)
+    fetcher.gate = threading.Event()
+    try:
+        with pytest.raises(UpstreamTimeoutError, match="within 0.2s"):
+            cache.get("db")
+        assert cache.stats().timed_out == 1
+    finally:
+        fetcher.gate.set()
+
+
+def test_the_hanging_call_is_kept_when_it_ends_late(fetcher, clock):
+    cache = make_cache(fetcher, clock, upstream_timeout=0.2)
+    fetcher.gate = threading.Event()
+    with pytest.raises(UpstreamTimeoutError):
+        cache.get("db")
+
+    fetcher.gate.set()
+    deadline = threading.Event()
+    for _ in range(100):  # the call's thread stores the value when it ends
+        if cache.stats().entries:
+            break
+        deadline.wait(0.02)
+
+    assert cache.lookup("db").state == "hit"
+    assert len(fetcher.calls) == 1
+
+
+def test_a_stored_value_is_served_stale_while_a_call_hangs(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=60, upstream_timeout=0.2)
+    cache.get("db")
+    clock.advance(61)
+    fetcher.gate = threading.Event()
+    try:
+        lookup = cache.lookup("db")
+    finally:
+        fetcher.gate.set()
+
+    assert (lookup.state, lookup.value.secret_string) == ("stale", "db@0")
+
+
+def test_a_hanging_call_delays_no_other_key(fetcher, clock):
+    cache = make_cache(fetcher, clock, upstream_timeout=5)
+    cache.get("fast")
+    fetcher.gate = threading.Event()
+    waiting = threading.Thread(target=lambda: cache.lookup("slow"), daemon=True)
+    waiting.start()
+    assert fetcher.entered.wait(5)
+    try:
+        assert cache.lookup("fast").state == "hit"
+    finally:
+        fetcher.gate.set()
+        waiting.join(5)

@@ -21,7 +21,11 @@ the state of the key's failures:
   masked.
 
 One lock guards the cache's own state and is never held while the fetcher runs, so
-a slow miss on one key delays no other key.
+a slow miss on one key delays no other key. Each call to the fetcher runs in a
+thread of its own, and a caller waits for it at most ``upstream_timeout`` seconds
+in all (botocore's own retries included): then it gets the stored value marked
+stale, if one is within ``max_stale``, or ``UpstreamTimeoutError``, while the call
+goes on and its outcome is recorded when it ends.
 """
 
 from __future__ import annotations
@@ -178,7 +182,9 @@ class CacheStats:
     those that needed the fetcher (of which ``coalesced`` joined a call already
     under way), ``backoff_errors`` those answered with the stored error of a key
     that is backing off. ``stale`` counts answers marked stale, whether after a
-    failed call or during a backoff.
+    failed call or during a backoff. ``timed_out`` counts lookups that stopped
+    waiting for a call after ``upstream_timeout`` seconds (answered stale, or
+    with ``UpstreamTimeoutError``).
     """
 
     hits: int
@@ -190,6 +196,7 @@ class CacheStats:
     backoff_errors: int
     evictions: int
     entries: int
+    timed_out: int = 0
 
 
 class _Entry:
@@ -281,6 +288,9 @@ class SecretCache:
         self._coalesced = 0
         self._backoff_errors = 0
         self._evictions = 0
+        self._timed_out = 0
+        #: How long a caller waits for a call to the fetcher, at most.
+        self._wait = config.upstream_timeout
 
     @property
     def config(self) -> Config:
@@ -452,12 +462,14 @@ class SecretCache:
                 flight.forced = flight.forced or refresh
 
         if leader:
-            lookup = self._fetch(key, flight)
+            self._start(key, flight)
         else:
             logger.debug("waiting on the fetch under way for %s", key[1])
-            flight.done.wait()
-            if flight.error is not None:
-                _raise(flight.error)
+        if not flight.done.wait(self._wait):
+            lookup = self._too_late(key)
+        elif flight.error is not None:
+            _raise(flight.error)
+        else:
             assert flight.lookup is not None  # set whenever error is not
             lookup = flight.lookup
         if lookup.state == "stale":
@@ -507,11 +519,48 @@ class SecretCache:
         logger.debug("refreshing %s ahead of its expiry", key[1])
         self._background.submit(self._fetch_quietly, key, flight)
 
+    def _start(self, key: CacheKey, flight: _Flight) -> None:
+        """Run a flight's call in a thread of its own.
+
+        The thread is a daemon: a call that hangs must keep neither a caller past
+        its wait nor the process from exiting.
+        """
+        thread = threading.Thread(
+            target=self._fetch_quietly,
+            args=(key, flight),
+            name="cachecore-fetch",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: call here, unbounded
+            self._fetch_quietly(key, flight)
+
+    def _too_late(self, key: CacheKey) -> Lookup[Any]:
+        """The answer to a caller whose wait ran out while the call goes on.
+
+        The stored value if it is within ``max_stale`` of its expiry, marked
+        stale; otherwise ``UpstreamTimeoutError``. The call's own outcome is
+        recorded when it ends.
+        """
+        with self._lock:
+            self._timed_out += 1
+            entry = self._entries.get(key)
+            now = self._clock()
+            if entry is not None and entry.value is not None:
+                if now < entry.expires_at + self._config.max_stale:
+                    return Lookup(entry.value, "stale", now - entry.value.fetched_at)
+        raise UpstreamTimeoutError(
+            f"no answer from AWS within {self._wait:g}s "
+            "(CACHECORE_UPSTREAM_TIMEOUT); the call goes on in the background",
+            secret_id=key[1],
+        )
+
     def _fetch_quietly(self, key: CacheKey, flight: _Flight) -> None:
         try:
             self._fetch(key, flight)
-        except Exception:  # already recorded in the entry and given to any waiter
-            logger.debug("background refresh of %s failed", key[1])
+        except BaseException:  # already recorded in the entry and given to waiters
+            logger.debug("the fetch of %s failed", key[1])
 
     def _call(self, key: CacheKey) -> SecretValue | ParameterValue:
         """Ask the right fetcher for the value of a key (no lock held)."""
@@ -760,6 +809,7 @@ class SecretCache:
                 backoff_errors=self._backoff_errors,
                 evictions=self._evictions,
                 entries=len(self._entries),
+                timed_out=self._timed_out,
             )
 
     def __len__(self) -> int:
