@@ -36,6 +36,7 @@ __all__ = [
     "ENV_PARAMETER_TTL",
     "ENV_PORT",
     "ENV_REQUEST_TIMEOUT",
+    "ENV_SHUTDOWN_TIMEOUT",
     "ENV_TOKEN",
     "ENV_TTL",
     "ENV_UPSTREAM_TIMEOUT",
@@ -60,6 +61,7 @@ ENV_BACKOFF_MAX = "CACHECORE_BACKOFF_MAX_SECONDS"
 ENV_REFRESH_AHEAD = "CACHECORE_REFRESH_AHEAD"
 ENV_REQUEST_TIMEOUT = "CACHECORE_REQUEST_TIMEOUT"
 ENV_MAX_CONNECTIONS = "CACHECORE_MAX_CONNECTIONS"
+ENV_SHUTDOWN_TIMEOUT = "CACHECORE_SHUTDOWN_TIMEOUT"
 
 #: Where the HTTP token comes from: the first of these that is set and not empty.
 TOKEN_SOURCES = (
@@ -83,6 +85,7 @@ DEFAULT_BACKOFF_MAX = 60.0
 DEFAULT_REFRESH_AHEAD = 0.0
 DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 MAX_TTL = 86400
 MAX_ENTRIES_LIMIT = 10_000_000
@@ -91,6 +94,7 @@ MAX_STALE_LIMIT = 604800.0
 MAX_REFRESH_MIN_INTERVAL = 3600.0
 MAX_BACKOFF = 86400.0
 MAX_REQUEST_TIMEOUT = 300.0
+MAX_SHUTDOWN_TIMEOUT = 300.0
 MAX_CONNECTIONS_LIMIT = 65535
 #: At most this many ports are served at once.
 MAX_PORTS = 8
@@ -274,6 +278,7 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
     "max_connections": lambda label, raw: _integer(
         label, raw, 1, MAX_CONNECTIONS_LIMIT
     ),
+    "shutdown_timeout": lambda label, raw: _seconds(label, raw, MAX_SHUTDOWN_TIMEOUT),
 }
 
 #: The environment variable of each setting that has one.
@@ -294,6 +299,7 @@ ENV_NAMES = {
     "refresh_ahead": ENV_REFRESH_AHEAD,
     "request_timeout": ENV_REQUEST_TIMEOUT,
     "max_connections": ENV_MAX_CONNECTIONS,
+    "shutdown_timeout": ENV_SHUTDOWN_TIMEOUT,
 }
 
 
@@ -318,7 +324,9 @@ class Config:
 
     The servers: a connection gets ``request_timeout`` seconds, from when it opens
     or from its previous answer, to send a complete request head; at most
-    ``max_connections`` are open at once, and one more is answered 429.
+    ``max_connections`` are open at once, and one more is answered 429. On SIGTERM
+    a server stops taking connections and exits within ``shutdown_timeout``
+    seconds, once the requests under way are answered.
     """
 
     ttl: int = DEFAULT_TTL
@@ -342,6 +350,7 @@ class Config:
     refresh_ahead: float = DEFAULT_REFRESH_AHEAD
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
 
     def __post_init__(self) -> None:
         for name, parse in _PARSERS.items():

@@ -210,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             request_timeout=config.request_timeout,
             max_connections=config.max_connections,
+            graceful_timeout=config.shutdown_timeout,
         )
     finally:
         if demo is not None:

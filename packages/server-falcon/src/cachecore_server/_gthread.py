@@ -18,6 +18,7 @@ client, which the stock worker does in its main loop, up to 2 s per connection.
 from __future__ import annotations
 
 import math
+import select
 import selectors
 import socket
 import time
@@ -46,6 +47,8 @@ from ._limits import (
 __all__ = ["WholeRequestWorker", "worker_class"]
 
 _RECV_SIZE = 8192
+#: At a stop, at most this many connections waiting in a backlog are taken.
+_MAX_BACKLOG_TAKEN = 4096
 #: What ``_verdict`` says of a request besides a status to refuse it with.
 _WAIT = -1
 _READY = 0
@@ -128,6 +131,28 @@ class WholeRequestWorker(ThreadWorker):  # type: ignore[misc]
         self._awaiting: set[_Connection] = set()
         self._next_deadline = math.inf
         self._full = False
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """Stop or start polling the listeners; at the stop, also close them.
+
+        gunicorn stops polling its listeners when it stops, but keeps them open,
+        so connections made during the grace period wait in the backlog and are
+        reset at the end. Here the connections already in the backlog are taken
+        (they were made before the stop) and the listeners closed, so that later
+        ones are refused at once.
+        """
+        super().set_accept_enabled(enabled)
+        if enabled or self.alive:
+            return
+        for listener in self.sockets:
+            if getattr(listener, "sock", listener) is None:
+                continue  # closed already
+            for _ in range(_MAX_BACKLOG_TAKEN):
+                readable, _, _ = select.select([listener], [], [], 0)
+                if not readable:
+                    break
+                self.accept(listener)
+            listener.close()
 
     def accept(self, listener: socket.socket) -> None:
         """Take a new connection: wait for its request, or answer 429 past the limit."""

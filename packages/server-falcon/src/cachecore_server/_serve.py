@@ -3,8 +3,10 @@
 The sidecar is one process holding one cache, so gunicorn runs a single ``gthread``
 worker with several threads, and the app is built before the worker is forked
 (``preload_app``) so that a bad setting stops start-up in the foreground instead
-of in a worker that gunicorn would keep restarting. waitress runs in this process;
-SIGTERM and SIGINT stop it after the requests under way.
+of in a worker that gunicorn would keep restarting. waitress runs in this process.
+On SIGTERM or SIGINT either server stops taking connections at once (those already
+waiting in the listener's backlog are still served, later ones are refused),
+answers the requests under way, and exits within the graceful timeout.
 
 Both servers get the same limits (``_limits``): a bounded request, a time to send
 it in, and a number of connections beyond which a new one is answered 429. The
@@ -142,8 +144,9 @@ def _serve_waitress(
     threads: int,
     request_timeout: float,
     max_connections: int,
+    graceful_timeout: float,
 ) -> None:
-    from ._waitress import create_server
+    from ._waitress import GracefulLoop, create_server
 
     server = create_server(
         app,
@@ -156,15 +159,24 @@ def _serve_waitress(
         # unless told not to; the app must see them to refuse such requests.
         clear_untrusted_proxy_headers=False,
     )
+    loop = GracefulLoop(server)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(0)
+        logger.info(
+            "%s: no new connections; stopping within %gs once the requests under "
+            "way are answered",
+            signal.Signals(signum).name,
+            graceful_timeout,
+        )
+        loop.request_stop(graceful_timeout)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     for address in addresses:
         logger.info("waitress serving on http://%s", address)
-    server.run()  # returns once a signal has raised SystemExit inside it
-    server.close()
+    loop.run()  # returns once a stop has drained the server, or its time is up
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=0.1)
+    logger.info("stopped %s", "cleanly" if loop.drained else "with requests unfinished")
 
 
 def serve(
@@ -192,4 +204,11 @@ def serve(
             app, addresses, threads, graceful_timeout, request_timeout, max_connections
         )
     else:
-        _serve_waitress(app, addresses, threads, request_timeout, max_connections)
+        _serve_waitress(
+            app,
+            addresses,
+            threads,
+            request_timeout,
+            max_connections,
+            graceful_timeout,
+        )

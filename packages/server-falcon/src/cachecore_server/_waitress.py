@@ -14,6 +14,7 @@ closed. Every answer waitress gives on its own is the JSON of ``_limits``.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -116,7 +117,9 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
 
     def __init__(self, server: _Server, *args: Any, **kwargs: Any) -> None:
         super().__init__(server, *args, **kwargs)
-        self.deadline: float | None = time.monotonic() + server.request_timeout
+        self.opened = time.monotonic()
+        self.answered = False  # whether it has served a request
+        self.deadline: float | None = self.opened + server.request_timeout
 
     def service(self) -> None:
         """Serve the requests received; the deadline starts again after them."""
@@ -124,6 +127,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         try:
             super().service()
         finally:
+            self.answered = True
             self.deadline = time.monotonic() + self.server.request_timeout
 
     def is_overdue(self, now: float) -> bool:
@@ -273,6 +277,28 @@ def create_server(
     )
 
 
+#: At a stop, at most this many connections waiting in a backlog are taken.
+_MAX_BACKLOG_TAKEN = 4096
+#: At a stop, how long a connection that has sent nothing yet may take to send
+#: its first request.
+_FRESH_GRACE = 0.5
+
+
+def _take_backlog(server: TcpWSGIServer) -> None:
+    """Accept the connections waiting in a listener's backlog.
+
+    They were made before the stop; closing the listener would reset them.
+    """
+    for _ in range(_MAX_BACKLOG_TAKEN):
+        try:
+            readable, _, _ = select.select([server.socket], [], [], 0)
+        except (OSError, ValueError):
+            return
+        if not readable:
+            return
+        server.handle_accept()
+
+
 class GracefulLoop:
     """Runs a server of ``create_server`` until ``stop``, which drains it first.
 
@@ -320,12 +346,20 @@ class GracefulLoop:
             self._listening = False
             for dispatcher in list(self._map.values()):
                 if isinstance(dispatcher, TcpWSGIServer):
+                    _take_backlog(dispatcher)
                     # Only the listening socket: the server's close() would also
                     # close the pipe that finished requests wake the loop with.
                     wasyncore.dispatcher.close(dispatcher)
         channels = [d for d in self._map.values() if isinstance(d, HTTPChannel)]
+        now = time.monotonic()
         for channel in channels:
-            if not (channel.requests or channel.total_outbufs_len):
+            if channel.requests or channel.total_outbufs_len:
+                continue
+            # A new connection gets a moment to send the request it was made for.
+            fresh = not getattr(channel, "answered", True) and (
+                now - getattr(channel, "opened", 0.0) < _FRESH_GRACE
+            )
+            if not fresh and channel.request is None:
                 channel.will_close = True  # idle: closed on its next turn
         busy = len(channels)
         assert self._stop_by is not None
@@ -337,9 +371,17 @@ class GracefulLoop:
             self.drained = True
         return True
 
+    def request_stop(self, timeout: float) -> None:
+        """Start the stop, to end within ``timeout`` seconds; returns at once.
+
+        Safe in a signal handler: it only sets the time the loop stops by.
+        """
+        if self._stop_by is None:
+            self._stop_by = time.monotonic() + timeout
+
     def stop(self, timeout: float) -> bool:
         """Drain and stop within ``timeout`` seconds; whether all requests finished."""
-        self._stop_by = time.monotonic() + timeout
+        self.request_stop(timeout)
         self._finished.wait(timeout + 1.0)
         self._dispatcher.shutdown(cancel_pending=True, timeout=0.1)
         return self.drained
