@@ -25,6 +25,7 @@ TEST_TOOLS = (
     "boto3>=1.34",
     "schemathesis>=4,<5",
     "openapi-spec-validator>=0.7",
+    "pyyaml>=6",  # tests/test_container.py reads the Kubernetes examples
 )
 SOURCES = (
     "packages/cachecore/src",
