@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "types", "tests"]
+nox.options.sessions = ["lint", "types", "tests", "soak"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -45,6 +45,21 @@ def tests(session: nox.Session) -> None:
     """Unit tests of each package, then the end-to-end tests with real processes."""
     _install_packages(session)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """About a minute per server of load, faults and rotations (tests/soak_run.py)."""
+    _install_packages(session)
+    report = "dist/soak-report.jsonl"
+    session.run("python", "-c", "import os; os.makedirs('dist', exist_ok=True)")
+    session.run(
+        "pytest",
+        "tests/soak_run.py",
+        "-s",
+        *session.posargs,
+        env={"CACHECORE_SOAK_REPORT": report},
+    )
 
 
 @nox.session
