@@ -396,6 +396,33 @@ def test_no_secret_value_or_token_in_the_extension_log(
     assert name in log  # names are logged: the log is not simply empty
 
 
+def test_json_log_format_writes_one_object_a_line_with_no_secret(
+    start_extension, secretsmanager, unique
+):
+    name = unique("json-log")
+    sentinel = "sentinel-value-Jv8-never-logged"
+    secretsmanager.create_secret(Name=name, SecretString=sentinel)
+    extension = start_extension(
+        CACHECORE_LOG_LEVEL="debug", CACHECORE_LOG_FORMAT="json"
+    )
+    extension.ready()
+    answer = extension.secret(name)
+    metrics = extension.get("/metrics")
+    extension.api.shutdown()
+    extension.process.wait(10)
+
+    log = extension.output()
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert answer.status == 200 and metrics.status == 200
+    assert "cachecore_cache_misses_total 1.0" in metrics.text
+    assert [line.get("event") for line in lines].count("start") == 1
+    fetches = [line for line in lines if line.get("operation") == "GetSecretValue"]
+    assert [(f["name"], f["outcome"]) for f in fetches] == [(name, "ok")]
+    assert any(line["level"] == "DEBUG" for line in lines)
+    assert sentinel not in log
+    assert SESSION_TOKEN not in log
+
+
 def _read_in_background(extension, name: str) -> threading.Thread:
     def read() -> None:
         try:

@@ -6,9 +6,11 @@ wrote. Only the success answers may hold the value, and no answer the token.
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from support import sidecar_env
 
 from cachecore_server import TOKEN_HEADER
@@ -21,8 +23,9 @@ def files_under(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()]
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 def test_sentinels_reach_no_log_no_error_body_and_no_file(
-    moto_url, secretsmanager, unique, start_sidecar, tmp_path, monkeypatch
+    log_format, moto_url, secretsmanager, unique, start_sidecar, tmp_path, monkeypatch
 ):
     import boto3
 
@@ -48,6 +51,7 @@ def test_sentinels_reach_no_log_no_error_body_and_no_file(
         TMPDIR=str(home),
         AWS_ENDPOINT_URL_SSM=moto_url,
         AWS_SESSION_TOKEN=TOKEN,  # signed into every upstream request too
+        CACHECORE_LOG_FORMAT=log_format,
     )
     monkeypatch.chdir(home)
     sidecar = start_sidecar("--log-level", "DEBUG", env=env)
@@ -99,7 +103,14 @@ def test_sentinels_reach_no_log_no_error_body_and_no_file(
         for value in answer.headers.values():
             assert VALUE not in value and TOKEN not in value
     log = sidecar.output()
-    assert "DEBUG botocore" in log
+    if log_format == "json":
+        lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+        assert any(
+            line["level"] == "DEBUG" and line["logger"].startswith("botocore")
+            for line in lines
+        )
+    else:
+        assert "DEBUG botocore" in log
     assert VALUE not in log
     assert TOKEN not in log
     for path in files_under(home):

@@ -255,3 +255,33 @@ def test_parameter_ttl_defaults_to_the_ttl_and_can_differ():
     assert Config.from_env({}).parameter_ttl is None
     config = Config.from_env({"CACHECORE_TTL": "60", "CACHECORE_PARAMETER_TTL": "5"})
     assert (config.ttl, config.parameter_ttl) == (60, 5)
+
+
+def test_log_format_and_metrics_names_are_read_and_default_off():
+    default = Config.from_env({})
+    config = Config.from_env(
+        {"CACHECORE_LOG_FORMAT": " JSON ", "CACHECORE_METRICS_NAMES": "True"}
+    )
+
+    assert (default.log_format, default.metrics_names) == ("text", False)
+    assert (config.log_format, config.metrics_names) == ("json", True)
+    assert Config.from_env({"CACHECORE_METRICS_NAMES": "0"}).metrics_names is False
+    assert (
+        Config.from_env({"CACHECORE_LOG_FORMAT": "json"}, log_format="text").log_format
+        == "text"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "rule"),
+    [
+        ("CACHECORE_LOG_FORMAT", "yaml", "must be 'text' or 'json'"),
+        ("CACHECORE_METRICS_NAMES", "yes", "must be true or false"),
+    ],
+)
+def test_bad_log_format_or_metrics_names_names_the_variable(variable, raw, rule):
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({variable: raw})
+
+    assert variable in str(caught.value) and rule in str(caught.value)
+    assert repr(raw) in str(caught.value)

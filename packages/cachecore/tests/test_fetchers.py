@@ -320,3 +320,60 @@ def test_answers_without_an_aws_code_are_transient(client, status, kind):
 
     assert type(caught.value) is kind
     assert caught.value.transient
+
+
+def test_observers_hear_of_every_call_with_its_outcome_and_latency(client):
+    heard = []
+    fetcher = SecretsManagerFetcher(client)
+    fetcher.add_observer(lambda *call: heard.append(call))
+    with Stubber(client) as stub:
+        stub.add_response("get_secret_value", {"Name": "prod/db", "SecretString": "v"})
+        stub.add_client_error(
+            "get_secret_value", service_error_code="ResourceNotFoundException"
+        )
+        fetcher.fetch("prod/db")
+        with pytest.raises(SecretNotFoundError):
+            fetcher.fetch("prod/gone")
+
+    assert [(op, code) for op, _, code in heard] == [
+        ("GetSecretValue", None),
+        ("GetSecretValue", "ResourceNotFoundException"),
+    ]
+    assert all(seconds >= 0 for _, seconds, _ in heard)
+
+
+def test_an_observer_that_raises_never_fails_the_fetch(client, caplog):
+    def broken(operation, seconds, code):
+        raise RuntimeError("observer bug")
+
+    fetcher = SecretsManagerFetcher(client)
+    fetcher.add_observer(broken)
+    with Stubber(client) as stub:
+        stub.add_response("get_secret_value", {"Name": "prod/db", "SecretString": "v"})
+        value = fetcher.fetch("prod/db")
+
+    assert value.secret_string == "v"
+    assert "a fetch observer failed" in caplog.text
+
+
+def test_the_log_line_of_a_call_carries_its_fields(client, caplog):
+    caplog.set_level("INFO", logger="cachecore")
+    fetcher = SecretsManagerFetcher(client, max_attempts=1)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_secret_value", {"Name": "prod/db", "SecretString": SENTINEL}
+        )
+        stub.add_client_error("get_secret_value", service_error_code="Throttling")
+        fetcher.fetch("prod/db")
+        with pytest.raises(ThrottledError):
+            fetcher.fetch("prod/db")
+
+    lines = [r for r in caplog.records if r.name == "cachecore._fetchers"]
+    assert [r.levelname for r in lines] == ["INFO", "INFO"]
+    ok, failed = (r.fields for r in lines)
+    assert ok["operation"] == "GetSecretValue"
+    assert (ok["name"], ok["outcome"]) == ("prod/db", "ok")
+    assert "error" not in ok and ok["latency_ms"] >= 0
+    assert (failed["outcome"], failed["error"]) == ("error", "Throttling")
+    assert "prod/db" in lines[0].getMessage()
+    assert SENTINEL not in caplog.text

@@ -9,8 +9,9 @@ The zip, unpacked by Lambda into ``/opt``, holds:
 - ``cachecore/main.py``, which puts ``cachecore/lib`` first on ``sys.path`` and runs
   the extension;
 - ``cachecore/lib``: cachecore-lambda, cachecore-server and cachecore-secrets with
-  their dependencies (Falcon, waitress, botocore and what botocore needs), all pure
-  Python, so one layer serves every Python runtime from 3.11 on. gunicorn, a
+  their dependencies (Falcon, waitress, prometheus_client, botocore and what
+  botocore needs), all pure Python, so one layer serves every Python runtime
+  from 3.11 on. gunicorn, a
   dependency of the sidecar only, is left out, and so are botocore's models of
   every service but Secrets Manager, SSM and STS.
 
@@ -50,6 +51,7 @@ DEPENDENCIES = (
     "falcon>=4.0",
     "waitress>=3.0,<4",
     "botocore>=1.34.63",
+    "prometheus_client>=0.20",
 )
 LAYER_NAME = "cachecore-lambda-layer.zip"
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")

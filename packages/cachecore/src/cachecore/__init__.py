@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._fetchers import (
     Fetcher,
+    FetchObserver,
     ParameterFetcher,
     ParameterStoreFetcher,
     SecretsManagerFetcher,
@@ -42,6 +43,7 @@ __all__ = [
     "DecryptionError",
     "ENV_NAMES",
     "FetchError",
+    "FetchObserver",
     "Fetcher",
     "InvalidRequestError",
     "Lookup",

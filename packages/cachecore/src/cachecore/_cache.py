@@ -302,6 +302,11 @@ class SecretCache:
         """The backend this cache reads from."""
         return self._fetcher
 
+    @property
+    def parameter_fetcher(self) -> ParameterFetcher | None:
+        """The backend of ``get_parameter``, if the cache was made with one."""
+        return self._parameter_fetcher
+
     def get(
         self,
         secret_id: str,

@@ -30,8 +30,10 @@ __all__ = [
     "DEFAULT_UPSTREAM_TIMEOUT",
     "ENV_AUTH",
     "ENV_HOST",
+    "ENV_LOG_FORMAT",
     "ENV_MAX_CONNECTIONS",
     "ENV_MAX_ENTRIES",
+    "ENV_METRICS_NAMES",
     "ENV_NAMES",
     "ENV_PARAMETER_TTL",
     "ENV_PORT",
@@ -62,6 +64,8 @@ ENV_REFRESH_AHEAD = "CACHECORE_REFRESH_AHEAD"
 ENV_REQUEST_TIMEOUT = "CACHECORE_REQUEST_TIMEOUT"
 ENV_MAX_CONNECTIONS = "CACHECORE_MAX_CONNECTIONS"
 ENV_SHUTDOWN_TIMEOUT = "CACHECORE_SHUTDOWN_TIMEOUT"
+ENV_LOG_FORMAT = "CACHECORE_LOG_FORMAT"
+ENV_METRICS_NAMES = "CACHECORE_METRICS_NAMES"
 
 #: Where the HTTP token comes from: the first of these that is set and not empty.
 TOKEN_SOURCES = (
@@ -101,6 +105,8 @@ MAX_PORTS = 8
 
 AuthMode = Literal["token", "none"]
 _AUTH_MODES: tuple[AuthMode, ...] = ("token", "none")
+LogFormat = Literal["text", "json"]
+_LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 _FILE_PREFIX = "file://"
 
 
@@ -197,6 +203,26 @@ def _auth(label: str, raw: object) -> AuthMode:
     raise ConfigError(f"{label} must be 'token' or 'none', got {raw!r}")
 
 
+def _log_format(label: str, raw: object) -> LogFormat:
+    if isinstance(raw, str):
+        for log_format in _LOG_FORMATS:
+            if raw.strip().lower() == log_format:
+                return log_format
+    raise ConfigError(f"{label} must be 'text' or 'json', got {raw!r}")
+
+
+def _boolean(label: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        lowered = raw.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+    raise ConfigError(f"{label} must be true or false (or 1 or 0), got {raw!r}")
+
+
 def _host(label: str, raw: object) -> str:
     if not isinstance(raw, str) or not raw.strip() or any(c.isspace() for c in raw):
         raise ConfigError(
@@ -279,6 +305,8 @@ _PARSERS: dict[str, Callable[[str, object], Any]] = {
         label, raw, 1, MAX_CONNECTIONS_LIMIT
     ),
     "shutdown_timeout": lambda label, raw: _seconds(label, raw, MAX_SHUTDOWN_TIMEOUT),
+    "log_format": _log_format,
+    "metrics_names": _boolean,
 }
 
 #: The environment variable of each setting that has one.
@@ -300,6 +328,8 @@ ENV_NAMES = {
     "request_timeout": ENV_REQUEST_TIMEOUT,
     "max_connections": ENV_MAX_CONNECTIONS,
     "shutdown_timeout": ENV_SHUTDOWN_TIMEOUT,
+    "log_format": ENV_LOG_FORMAT,
+    "metrics_names": ENV_METRICS_NAMES,
 }
 
 
@@ -327,6 +357,11 @@ class Config:
     ``max_connections`` are open at once, and one more is answered 429. On SIGTERM
     a server stops taking connections and exits within ``shutdown_timeout``
     seconds, once the requests under way are answered.
+
+    Operations: ``log_format`` is ``"text"`` (the default) or ``"json"`` (one
+    object a line), for the entry points that configure logging; with
+    ``metrics_names`` the HTTP app's ``/metrics`` labels lookups with the name
+    of the secret or parameter (off by default: names stay out of the metrics).
     """
 
     ttl: int = DEFAULT_TTL
@@ -351,6 +386,8 @@ class Config:
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    log_format: LogFormat = "text"
+    metrics_names: bool = False
 
     def __post_init__(self) -> None:
         for name, parse in _PARSERS.items():

@@ -10,7 +10,11 @@ reads them. ``ParameterStoreFetcher`` does the same for SSM's GetParameter (and
 when a client is built or an error is translated, so importing cachecore stays
 cheap.
 
-Every botocore error is translated by ``translate_error`` and nowhere else.
+Every botocore error is translated by ``translate_error`` and nowhere else. Each
+call to AWS is logged once at INFO, with its outcome and latency as structured
+fields (the record's ``fields``), and reported to the fetcher's observers
+(``add_observer``), which is how a server counts calls without this library
+knowing of any metrics system.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._config import DEFAULT_UPSTREAM_TIMEOUT, Config
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "FetchObserver",
     "Fetcher",
     "ParameterFetcher",
     "ParameterStoreFetcher",
@@ -47,6 +53,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Told of every call to AWS: ``(operation, seconds, error_code)``, where
+#: ``operation`` is the API's name (``GetSecretValue``) and ``error_code`` is the
+#: ``code`` of the ``FetchError`` the call became, or ``None`` when it succeeded.
+FetchObserver = Callable[[str, float, "str | None"], None]
 
 #: Error codes of Secrets Manager (and of AWS's common errors) by the class they
 #: become. A code that is not here is classed by its HTTP status.
@@ -294,6 +305,20 @@ def _build_client(
         ) from None
 
 
+def _fetch_fields(
+    operation: str, name: str | None, seconds: float, code: str | None
+) -> dict[str, object]:
+    """The structured fields of the log line of one call to AWS."""
+    fields: dict[str, object] = {"operation": operation}
+    if name is not None:
+        fields["name"] = name
+    fields["outcome"] = "ok" if code is None else "error"
+    if code is not None:
+        fields["error"] = code
+    fields["latency_ms"] = round(seconds * 1000, 3)
+    return fields
+
+
 class _ClientFetcher:
     """A fetcher built on one botocore client of ``service``.
 
@@ -328,6 +353,23 @@ class _ClientFetcher:
                 max_attempts=max_attempts,
             )
         self._client = client
+        self._observers: tuple[FetchObserver, ...] = ()
+
+    def add_observer(self, observer: FetchObserver) -> None:
+        """Call ``observer(operation, seconds, error_code)`` after each call to AWS.
+
+        It runs in the thread that made the call, after the call and before its
+        value or error reaches the cache; it must be quick. An observer that
+        raises is logged and ignored: it never fails a fetch.
+        """
+        self._observers = (*self._observers, observer)
+
+    def _tell(self, operation: str, seconds: float, code: str | None) -> None:
+        for observer in self._observers:
+            try:
+                observer(operation, seconds, code)
+            except Exception:
+                logger.warning("a fetch observer failed", exc_info=True)
 
     @property
     def client(self) -> Any:
@@ -340,22 +382,34 @@ class _ClientFetcher:
         """Call one operation, log its outcome and latency, translate its error.
 
         ``name`` is the id the error is about (``None`` for a batch); ``label`` is
-        what the log line calls the subject of the call.
+        what the log line calls the subject of the call. The log record carries
+        ``fields``: ``operation``, ``name`` (but for a batch), ``outcome``
+        (``ok`` or ``error``), ``error`` (the code, on an error) and
+        ``latency_ms``.
         """
         started = time.monotonic()
         try:
             response = getattr(self._client, _snake(operation))(**request)
         except Exception as exc:
             error = translate_error(exc, name, self.service_label)
+            seconds = time.monotonic() - started
+            self._tell(operation, seconds, error.code)
+            fields = _fetch_fields(operation, name, seconds, error.code)
             logger.info(
                 "%s %s failed after %.3fs: %s",
                 operation,
                 label,
-                time.monotonic() - started,
+                seconds,
                 error.code,
+                extra={"fields": fields},
             )
             raise error from exc
-        logger.info("%s %s ok in %.3fs", operation, label, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        self._tell(operation, seconds, None)
+        fields = _fetch_fields(operation, name, seconds, None)
+        logger.info(
+            "%s %s ok in %.3fs", operation, label, seconds, extra={"fields": fields}
+        )
         return response
 
     def close(self) -> None:

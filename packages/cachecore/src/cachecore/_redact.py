@@ -5,13 +5,15 @@ At DEBUG, botocore logs whole requests and responses: the signed headers (with
 ``SecretString`` and ``Value`` included. ``RedactingFilter`` lets through the DEBUG
 records of the botocore loggers known to hold none of that, and replaces the text
 of the others, and of any record anywhere whose text names a secret-bearing field,
-with a note that it was withheld. The CLI puts it on its log handlers; code that
-turns on botocore's DEBUG log in-process can do the same.
+with a note that it was withheld. The structured ``fields`` of a record (a mapping
+that a JSON formatter writes out) are checked the same way. The CLI puts it on its
+log handlers; code that turns on botocore's DEBUG log in-process can do the same.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 __all__ = ["RedactingFilter"]
 
@@ -77,14 +79,25 @@ class RedactingFilter(logging.Filter):
         except Exception:  # a record that cannot format is withheld too
             self._withhold(record)
             return True
-        if any(telltale in text for telltale in _TELLTALES):
+        fields = getattr(record, "fields", None)
+        if not isinstance(fields, Mapping):
+            fields = {}
+        texts = [text, *(str(value) for value in fields.values())]
+        if any(telltale in part for part in texts for telltale in _TELLTALES):
             self._withhold(record)
             return True
-        if any(hidden in text for hidden in self._hidden):
-            for hidden in self._hidden:
-                text = text.replace(hidden, "(hidden)")
-            record.msg, record.args = text, None
+        if any(hidden in part for part in texts for hidden in self._hidden):
+            record.msg, record.args = self._replace(text), None
+            record.fields = {
+                key: self._replace(value) if isinstance(value, str) else value
+                for key, value in fields.items()
+            }
         return True
+
+    def _replace(self, text: str) -> str:
+        for hidden in self._hidden:
+            text = text.replace(hidden, "(hidden)")
+        return text
 
     @staticmethod
     def _withhold(record: logging.LogRecord) -> None:
@@ -92,3 +105,4 @@ class RedactingFilter(logging.Filter):
         record.args = None
         record.exc_info = None
         record.exc_text = None
+        record.fields = {}

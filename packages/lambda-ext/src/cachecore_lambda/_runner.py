@@ -31,7 +31,8 @@ from types import FrameType
 from typing import Any
 
 from cachecore import TOKEN_SOURCES, Config, ConfigError, RedactingFilter
-from cachecore._config import ENV_NAMES
+from cachecore._config import ENV_LOG_FORMAT, ENV_NAMES
+from cachecore_server._logs import configure_logging
 from cachecore_server._waitress import GracefulLoop, create_server
 
 from ._api import ExtensionsAPI, ExtensionsAPIError
@@ -133,15 +134,18 @@ class _Builder(threading.Thread):
             self.error = exc
 
 
-def _configure_logging(level: str) -> RedactingFilter:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[cachecore] %(levelname)s %(message)s"))
-    redactor = RedactingFilter()
-    handler.addFilter(redactor)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    return redactor
+def _configure_logging(level: str, log_format: str | None = None) -> RedactingFilter:
+    """Text lines (``[cachecore] LEVEL message``), or JSON lines when asked.
+
+    ``log_format`` is the raw ``CACHECORE_LOG_FORMAT``: anything but ``json`` logs
+    text until ``Config`` reports a bad value through ``init/error``.
+    """
+    wanted = (log_format or "").strip().lower()
+    return configure_logging(
+        level,
+        "json" if wanted == "json" else "text",
+        text_format="[cachecore] %(levelname)s %(message)s",
+    )
 
 
 class _Extension:
@@ -288,7 +292,7 @@ def main(
         return EXIT_FAILED
     env = dict(os.environ if environ is None else environ)
     started = time.monotonic()
-    redactor = _configure_logging("INFO")
+    redactor = _configure_logging("INFO", env.get(ENV_LOG_FORMAT))
     address = env.get("AWS_LAMBDA_RUNTIME_API", "").strip()
     if not address:
         logger.error("AWS_LAMBDA_RUNTIME_API is not set: not running inside Lambda")
@@ -357,14 +361,25 @@ def _run(
         error = builder.error
         kind = "ConfigInvalid" if isinstance(error, ConfigError) else "InitFailed"
         return extension.fail_init(f"Extension.{kind}", str(error))
+    ready = time.monotonic() - started
     logger.info(
         "serving %s on port(s) %s: listening after %.3fs, registered after %.3fs, "
-        "ready after %.3fs",
+        "ready after %.3fs; %r",
         EXTENSION_NAME,
         ",".join(map(str, config.ports)),
         listening,
         registered,
-        time.monotonic() - started,
+        ready,
+        config,
+        extra={
+            "fields": {
+                "event": "start",
+                "ports": ",".join(map(str, config.ports)),
+                "listening_s": round(listening, 3),
+                "registered_s": round(registered, 3),
+                "ready_s": round(ready, 3),
+            }
+        },
     )
     _prefetch(builder.cache, settings.prefetch)
 

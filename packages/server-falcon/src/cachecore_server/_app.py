@@ -4,8 +4,10 @@ Two dialects share one ``SecretCache``: the Go cache server's ``/cache?name=`` (
 secret in the body, one plain-text line on error) and AWS's
 ``/secretsmanager/get?secretId=`` (GetSecretValue-shaped JSON, and
 ``{"__type": ..., "message": ...}`` on error). ``/ping`` answers ``healthy``
-without a token. Every error, whatever raised it, is rendered by one handler from
-one table, so a route cannot answer with a status or body shape of its own.
+without a token; ``/metrics`` answers the counters of ``_metrics`` in the
+Prometheus text format, to the token sent either way. Every error, whatever
+raised it, is rendered by one handler from one table, so a route cannot answer
+with a status or body shape of its own.
 
 Query strings are parsed here rather than by Falcon, because a secret name must
 reach Secrets Manager exactly as sent: ``%XX`` escapes are decoded as UTF-8 and
@@ -45,18 +47,24 @@ from cachecore import (
     UpstreamUnavailableError,
 )
 
+from ._metrics import CONTENT_TYPE as _METRICS
+from ._metrics import Metrics
+
 __all__ = [
     "TOKEN_HEADER",
     "ApiError",
     "create_app",
     "parameter_document",
     "parse_query",
+    "route_of",
     "secret_document",
 ]
 
 logger = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
+METRICS_PATH = "/metrics"
+_BEARER = "bearer "
 _REFUSED_HEADERS = ("X-Forwarded-For", "Forwarded")
 _PLAIN = "text/plain; charset=utf-8"
 _JSON = "application/json"
@@ -75,14 +83,30 @@ ROUTE_METHODS = {
     "/systemsmanager/parameters/get": ("GET",),
     "/openapi.json": ("GET",),
     "/ping": ("GET",),
+    METRICS_PATH: ("GET",),
 }
 PATH_FORM = "/v1/"
+#: The route label of a path that no route answers.
+NO_ROUTE = "unmatched"
 
 
 def _methods_of(path: str) -> tuple[str, ...] | None:
     if path.startswith(PATH_FORM):
         return ("GET",)
     return ROUTE_METHODS.get(path)
+
+
+def route_of(path: str) -> str:
+    """The route template a path belongs to (as in openapi.json), or ``NO_ROUTE``.
+
+    This, never the path itself, labels a request in the metrics: a path of the
+    ``/v1/`` form holds a secret name.
+    """
+    if path.startswith("//"):
+        return NO_ROUTE
+    if path.startswith(PATH_FORM):
+        return "/v1/{secretId}"
+    return path if path in ROUTE_METHODS else NO_ROUTE
 
 
 #: How each error of the library is answered: (class, status, Retry-After?).
@@ -196,6 +220,53 @@ def _cache_headers(resp: falcon.Response, lookup: Lookup[Any]) -> None:
     resp.set_header("Age", str(int(lookup.age)))
 
 
+class _Lookups:
+    """The lookups the routes make, counted by name when the metrics ask for it."""
+
+    def __init__(self, cache: SecretCache, metrics: Metrics) -> None:
+        self._cache = cache
+        self._metrics = metrics
+
+    def lookup(
+        self,
+        secret_id: str,
+        *,
+        version_id: str | None,
+        version_stage: str | None,
+        refresh: bool,
+    ) -> Lookup[SecretValue]:
+        try:
+            found = self._cache.lookup(
+                secret_id,
+                version_id=version_id,
+                version_stage=version_stage,
+                refresh=refresh,
+            )
+        except FetchError:
+            self._metrics.count_lookup("secret", secret_id, "error")
+            raise
+        self._metrics.count_lookup("secret", secret_id, found.state)
+        return found
+
+    def lookup_parameter(
+        self,
+        name: str,
+        *,
+        version: int | None,
+        label: str | None,
+        with_decryption: bool,
+    ) -> Lookup[ParameterValue]:
+        try:
+            found = self._cache.lookup_parameter(
+                name, version=version, label=label, with_decryption=with_decryption
+            )
+        except FetchError:
+            self._metrics.count_lookup("parameter", name, "error")
+            raise
+        self._metrics.count_lookup("parameter", name, found.state)
+        return found
+
+
 def _epoch_seconds(moment: datetime | None) -> str | None:
     if moment is None:
         return None
@@ -250,7 +321,7 @@ class _LegacyCache:
 
     _PARAMS = ("name", "refresh", "versionId", "versionStage")
 
-    def __init__(self, cache: SecretCache) -> None:
+    def __init__(self, cache: _Lookups) -> None:
         self._cache = cache
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -276,7 +347,7 @@ class _LegacyCache:
 
 
 def _answer_secret(
-    cache: SecretCache,
+    cache: _Lookups,
     resp: falcon.Response,
     secret_id: str,
     params: dict[str, str],
@@ -298,7 +369,7 @@ class _AwsSecret:
 
     _PARAMS = ("secretId", "versionId", "versionStage", "refreshNow")
 
-    def __init__(self, cache: SecretCache) -> None:
+    def __init__(self, cache: _Lookups) -> None:
         self._cache = cache
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -315,7 +386,7 @@ class _AwsSecretPath:
 
     _PARAMS = ("versionId", "versionStage", "refreshNow")
 
-    def __init__(self, cache: SecretCache) -> None:
+    def __init__(self, cache: _Lookups) -> None:
         self._cache = cache
 
     def on_get(
@@ -337,7 +408,7 @@ class _Parameter:
 
     _PARAMS = ("name", "version", "label", "withDecryption")
 
-    def __init__(self, cache: SecretCache) -> None:
+    def __init__(self, cache: _Lookups) -> None:
         self._cache = cache
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -380,6 +451,18 @@ class _OpenApi:
         resp.data = self._document
 
 
+class _Metrics:
+    """``/metrics``: the app's counters in the Prometheus text format 0.0.4."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        parse_query(req.query_string, ())
+        resp.content_type = _METRICS
+        resp.data = self._metrics.exposition()
+
+
 class _Ping:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         parse_query(req.query_string, ())
@@ -395,6 +478,39 @@ class _Guard:
         self._token = token.encode("utf-8") if token is not None else None
         self._required = config.auth == "token"
 
+    def _check_token(self, req: falcon.Request) -> None:
+        """401 without a token, 403 with a wrong one.
+
+        ``/metrics`` also takes ``Authorization: Bearer <token>``, as Prometheus
+        sends it; there each of the two headers that is present, even empty,
+        must hold the token.
+        """
+        sent = {TOKEN_HEADER: req.get_header(TOKEN_HEADER)}
+        if req.path == METRICS_PATH:
+            sent["Authorization"] = req.get_header("Authorization")
+        if not any(sent.values()):
+            also = " (or Authorization: Bearer)" if req.path == METRICS_PATH else ""
+            raise ApiError(
+                falcon.HTTP_401,
+                "MissingTokenException",
+                f"the {TOKEN_HEADER} header{also} is required",
+            )
+        expected = self._token or b""
+        for header, value in sent.items():
+            if value is None:
+                continue
+            token = _bearer_token(value) if header == "Authorization" else value
+            if (
+                not expected
+                or token is None
+                or not hmac.compare_digest(token.encode("latin-1", "replace"), expected)
+            ):
+                raise ApiError(
+                    falcon.HTTP_403,
+                    "InvalidTokenException",
+                    f"the {header} header does not hold the right token",
+                )
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.set_header("Cache-Control", "no-store")
         if str(req.env.get("PATH_INFO", "")).startswith("//"):
@@ -406,22 +522,7 @@ class _Guard:
                 "no such route: a path starts with one slash",
             )
         if self._required and req.path != "/ping":
-            sent = req.get_header(TOKEN_HEADER)
-            if not sent:
-                raise ApiError(
-                    falcon.HTTP_401,
-                    "MissingTokenException",
-                    f"the {TOKEN_HEADER} header is required",
-                )
-            expected = self._token or b""
-            if not expected or not hmac.compare_digest(
-                sent.encode("latin-1", "replace"), expected
-            ):
-                raise ApiError(
-                    falcon.HTTP_403,
-                    "InvalidTokenException",
-                    f"the {TOKEN_HEADER} header does not hold the right token",
-                )
+            self._check_token(req)
         allowed = _methods_of(req.path)
         if allowed is not None and req.method not in allowed:
             raise ApiError(
@@ -438,6 +539,28 @@ class _Guard:
                     f"requests carrying {header} are refused: the cache answers "
                     "local callers only",
                 )
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    if authorization and authorization[: len(_BEARER)].lower() == _BEARER:
+        return authorization[len(_BEARER) :].strip() or None
+    return None
+
+
+class _RequestCounter:
+    """Counts every answer the app gives, by route template, method and status."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def process_response(
+        self,
+        req: falcon.Request,
+        resp: falcon.Response,
+        resource: Any,
+        req_succeeded: bool,
+    ) -> None:
+        self._metrics.count_request(route_of(req.path), req.method, resp.status_code)
 
 
 def _is_plain_route(req: falcon.Request) -> bool:
@@ -502,14 +625,27 @@ def _write_error(
 def create_app(
     cache: SecretCache, config: Config
 ) -> falcon.App[falcon.Request, falcon.Response]:
-    """The WSGI app serving ``cache`` with the auth settings of ``config``."""
-    app = falcon.App(middleware=[_Guard(config)])
-    app.add_route("/cache", _LegacyCache(cache))
-    app.add_route("/secretsmanager/get", _AwsSecret(cache))
-    app.add_route("/v1/{secret_id:path}", _AwsSecretPath(cache))
-    app.add_route("/systemsmanager/parameters/get", _Parameter(cache))
+    """The WSGI app serving ``cache`` with the auth settings of ``config``.
+
+    The app's metrics are its own: it tells the cache's fetchers (those that take
+    an observer) to report their calls to it.
+    """
+    metrics = Metrics(cache, config)
+    for fetcher in (cache.fetcher, cache.parameter_fetcher):
+        add_observer = getattr(fetcher, "add_observer", None)
+        if callable(add_observer):
+            add_observer(metrics.observe_fetch)
+    lookups = _Lookups(cache, metrics)
+
+    middleware: list[Any] = [_RequestCounter(metrics), _Guard(config)]
+    app = falcon.App(middleware=middleware)
+    app.add_route("/cache", _LegacyCache(lookups))
+    app.add_route("/secretsmanager/get", _AwsSecret(lookups))
+    app.add_route("/v1/{secret_id:path}", _AwsSecretPath(lookups))
+    app.add_route("/systemsmanager/parameters/get", _Parameter(lookups))
     app.add_route("/openapi.json", _OpenApi())
     app.add_route("/ping", _Ping())
+    app.add_route(METRICS_PATH, _Metrics(metrics))
     render = _ErrorRenderer(config)
     for kind in (Exception, falcon.HTTPError, CacheError, ApiError):
         app.add_error_handler(kind, render)

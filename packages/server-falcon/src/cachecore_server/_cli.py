@@ -23,12 +23,12 @@ from cachecore import (
     Config,
     ConfigError,
     ParameterStoreFetcher,
-    RedactingFilter,
     SecretCache,
     SecretsManagerFetcher,
 )
 
 from ._app import TOKEN_HEADER, create_app
+from ._logs import configure_logging, set_log_format
 from ._serve import DEFAULT_THREADS, SERVERS, bind_address, check_bindable, serve
 
 __all__ = ["main"]
@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level (default INFO)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text lines, or JSON lines (default text; CACHECORE_LOG_FORMAT)",
+    )
     return parser
 
 
@@ -112,21 +117,46 @@ def _token_in_banner(config: Config, made: bool) -> str | None:
     return f"${config.token_source}"
 
 
+def _log_start(
+    config: Config,
+    args: argparse.Namespace,
+    fetcher: SecretsManagerFetcher,
+    parameters: ParameterStoreFetcher,
+) -> None:
+    """The one start-up line: the effective settings (``repr`` hides the token)."""
+    fields = {
+        "event": "start",
+        "server": args.server,
+        "threads": args.threads,
+        "ports": ",".join(map(str, config.ports)),
+        "secrets_manager_endpoint": fetcher.client.meta.endpoint_url,
+        "parameter_store_endpoint": parameters.client.meta.endpoint_url,
+        "region": fetcher.client.meta.region_name,
+    }
+    logger.info(
+        "starting %s with %s threads: %r; Secrets Manager at %s, Parameter Store "
+        "at %s, in %s",
+        args.server,
+        args.threads,
+        config,
+        fields["secrets_manager_endpoint"],
+        fields["parameter_store_endpoint"],
+        fields["region"],
+        extra={"fields": fields},
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sidecar; returns the process exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    redactor = RedactingFilter()
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redactor)
+    redactor = configure_logging(args.log_level)
 
     demo = None
     try:
-        config = Config.from_env(os.environ, host=args.host, port=args.port)
+        config = Config.from_env(
+            os.environ, host=args.host, port=args.port, log_format=args.log_format
+        )
+        set_log_format(config.log_format)
         made_token = False
         if args.demo and config.auth == "token" and config.token is None:
             config = replace(
@@ -181,13 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning(
             "auth is off (CACHECORE_AUTH=none): any local caller gets secrets"
         )
-    logger.info("starting with %r", config)
-    logger.info(
-        "Secrets Manager at %s, Parameter Store at %s, in %s",
-        fetcher.client.meta.endpoint_url,
-        parameters.client.meta.endpoint_url,
-        fetcher.client.meta.region_name,
-    )
+    _log_start(config, args, fetcher, parameters)
     if demo is not None:
         from ._demo import banner
 

@@ -99,6 +99,7 @@ def _serve_gunicorn(
     from gunicorn.app.base import BaseApplication
 
     from ._gthread import worker_class
+    from ._logs import gunicorn_logger_class
 
     options: dict[str, Any] = {
         "bind": addresses,
@@ -116,6 +117,8 @@ def _serve_gunicorn(
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "cachecore-server",
+        # gunicorn's lines go through the CLI's handler: one format, one filter.
+        "logger_class": gunicorn_logger_class(),
         # The worker checks each head against these before a thread parses it;
         # gunicorn's parser checks them again.
         "limit_request_line": MAX_REQUEST_LINE,
