@@ -209,13 +209,23 @@ def test_a_secret_that_is_not_json_is_not_kept_on_the_error(fake):
     assert SECRET not in repr(getattr(caught.value, "doc", ""))
 
 
-@pytest.mark.parametrize("status", ["200 OK", "400 Bad Request"])
-def test_a_deeply_nested_answer_is_a_cachecore_error(fake, status):
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("200 OK", cc.UnexpectedResponseError),
+        # The status picks the class and a JSON body only refines it: a 400 whose
+        # body is not a JSON error (gunicorn's own, say) is an InvalidRequestError,
+        # just as a 502 without one is an UpstreamUnavailableError.
+        ("400 Bad Request", cc.InvalidRequestError),
+    ],
+)
+def test_a_deeply_nested_answer_is_a_cachecore_error(fake, status, kind):
     server = fake(answer(status, b"[" * 50_000))
     client = SecretsClient(server.url, token="t", environ={}, retry=ONCE)
 
-    with pytest.raises(cc.UnexpectedResponseError):  # today: RecursionError
+    with pytest.raises(kind) as caught:  # before the fix: RecursionError
         client.get_secret_string("db")
+    assert caught.value.aws_type is None
 
 
 # -- close(), then a read --------------------------------------------------------
