@@ -180,6 +180,8 @@ def test_parameters_follow_the_same_stale_policy():
     [
         ({"version": 1, "label": "x"}, "not both"),
         ({"version": 0}, "positive integer"),
+        ({"version": 10**18}, "at most 18 digits"),  # as the sidecar reads one
+        ({"version": "1"}, "positive integer"),
         ({"label": ""}, "label must be"),
     ],
 )

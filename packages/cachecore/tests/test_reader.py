@@ -13,6 +13,8 @@ class Backend:
         "json": SecretValue("json", secret_string='{"password": "p"}'),
         "bytes": SecretValue("bytes", secret_binary=b"\x00\xff"),
         "utf8-bytes": SecretValue("utf8-bytes", secret_binary="é".encode()),
+        "not-json": SecretValue("not-json", secret_string='{"pw": "sentinel-Rd4", x}'),
+        "deep": SecretValue("deep", secret_string="[" * 100_000),
     }
 
     def fetch(self, secret_id, *, version_id=None, version_stage=None):
@@ -60,3 +62,18 @@ def test_get_parameter_returns_the_value_string(cache):
     assert cache.get_parameter("/p", label="prod", with_decryption=True) == (
         "/p:prod:True"
     )
+
+
+@pytest.mark.parametrize(
+    ("secret_id", "reason"),
+    [("not-json", "line 1 column 24"), ("deep", "nested too deeply")],
+)
+def test_a_secret_that_cannot_be_parsed_is_a_value_error_that_holds_none_of_it(
+    cache, secret_id, reason
+):
+    with pytest.raises(ValueError, match=reason) as caught:
+        cache.get_secret_json(secret_id)
+
+    assert type(caught.value) is ValueError  # not a JSONDecodeError with its .doc
+    assert "sentinel-Rd4" not in repr(vars(caught.value)) + repr(caught.value.args)
+    assert caught.value.__context__ is None

@@ -2,7 +2,8 @@
 
 It answers each request with the next answer of its script (status, headers,
 body), or the last one once the script is spent; ``("close", ...)`` closes the
-connection without answering. It records the request targets and headers.
+connection without answering, and ``("raw", {}, data)`` sends ``data`` as it is
+and closes. It records the request targets and headers.
 It shows what a real sidecar cannot be made to do on demand: a 503 of a Lambda
 extension that is starting, a kept-alive connection closed under a request.
 """
@@ -101,6 +102,9 @@ class FakeServer:
                 status, extra, body = self._next()
                 self.seen.append(Seen(target, headers, number))
                 if status == "close":
+                    return
+                if status == "raw":
+                    conn.sendall(body)
                     return
                 head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}"]
                 head += [f"{k}: {v}" for k, v in extra.items()]

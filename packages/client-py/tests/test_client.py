@@ -17,6 +17,7 @@ import cachecore
 from cachecore_client import (
     TOKEN_HEADER,
     AccessDeniedError,
+    ClientClosedError,
     InvalidRequestError,
     RetryPolicy,
     SecretNotFoundError,
@@ -303,3 +304,136 @@ def test_the_fallback_never_answers_for_a_sidecar_that_said_no(serve, fake_time)
         client(server.url, fake_time, fallback=fallback).get_secret_string("x")
 
     assert fallback.calls == []
+
+
+# -- an answer that began is an answer ---------------------------------------------
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ns3cr3"
+STARTED_503 = b"HTTP/1.1 503 X\r\nContent-Length: 100\r\n\r\n{"
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (CHUNKED, 200),  # broken chunks
+        (CHUNKED.replace(b"5\r\n", b"zz\r\n"), 200),  # a chunk size that is not hex
+        (STARTED_503, 503),  # a status that is retried, cut short: not retried
+        (b"SSH-2.0-OpenSSH_9.2\r\n", None),  # not HTTP at all
+    ],
+)
+def test_an_answer_cut_short_or_not_http_is_final_and_never_the_fallback(
+    serve, fake_time, data, status
+):
+    server = serve(("raw", {}, data))
+    fallback = Fallback()
+
+    with pytest.raises(UnexpectedResponseError) as caught:
+        client(server.url, fake_time, fallback=fallback).get_secret_string("x")
+
+    assert caught.value.status == status
+    assert (len(server.seen), fake_time.pauses, fallback.calls) == (1, [], [])
+    assert "s3cr3" not in str(caught.value) + repr(caught.value)
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+
+
+# -- close -----------------------------------------------------------------------
+
+
+def test_a_read_after_close_raises_client_closed_at_once(serve, fake_time):
+    server = serve(OK)
+    fallback = Fallback()
+    reader = client(server.url, fake_time, fallback=fallback)
+    reader.close()
+    reader.close()  # a second close does nothing
+
+    for read in (
+        lambda: reader.get_secret_string("app/db"),
+        lambda: reader.get_secret_value("app/db"),
+        lambda: reader.get_parameter("/p"),
+    ):
+        with pytest.raises(ClientClosedError, match="closed"):
+            read()
+
+    assert issubclass(ClientClosedError, cachecore.CacheError)
+    assert issubclass(ClientClosedError, RuntimeError)
+    assert (server.seen, fake_time.pauses, fallback.calls) == ([], [], [])
+
+
+# -- arguments are checked as SecretCache checks them ------------------------------
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda c: c.get_secret_string(b"x"),
+        lambda c: c.get_secret_string(5),
+        lambda c: c.get_secret_string(""),
+        lambda c: c.get_secret_json("x", version_stage=""),
+        lambda c: c.get_secret_value("x", version_id="v" * 65),
+        lambda c: c.get_parameter("/p", version=10**20),
+        lambda c: c.get_parameter("/p", version=0),
+        lambda c: c.get_parameter("/p", version=1, label="l"),
+        lambda c: c.get_parameter("bad\nname"),
+    ],
+)
+def test_arguments_the_library_refuses_are_refused_before_sending(
+    serve, fake_time, read
+):
+    server = serve(OK)
+    fallback = Fallback()
+
+    with pytest.raises(InvalidRequestError) as caught:
+        read(client(server.url, fake_time, fallback=fallback))
+
+    assert isinstance(caught.value, cachecore.InvalidRequestError)
+    assert caught.value.status is None
+    assert caught.value.code == "InvalidParameterException"
+    assert (server.seen, fallback.calls) == ([], [])
+
+
+def test_the_largest_parameter_version_is_sent(serve, fake_time):
+    body = json.dumps({"Parameter": {"Name": "/p", "Value": "v"}}).encode()
+    server = serve((200, JSON, body))
+
+    client(server.url, fake_time).get_parameter("/p", version=10**18 - 1)
+
+    assert server.seen[0].target.endswith("version=" + "9" * 18)
+
+
+# -- the token header ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["tökén", "tok€n", "トークン"])
+def test_a_non_ascii_token_is_sent_as_its_utf8(serve, fake_time, token):
+    server = serve(OK)
+
+    client(server.url, fake_time, token=token).get_secret_string("app/db")
+
+    sent = server.seen[0].headers[TOKEN_HEADER.lower()]
+    assert sent.encode("latin-1") == token.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "token", ["two\r\nlines-Qz7", "line\nbreak-Qz7", "tab\there-Qz7", "nul\x00-Qz7"]
+)
+def test_a_token_no_header_can_carry_is_a_config_error_that_hides_it(token):
+    with pytest.raises(cachecore.ConfigError) as caught:
+        SecretsClient(token=token, environ={})
+
+    assert "Qz7" not in str(caught.value)
+    assert caught.value.__context__ is None
+
+
+def test_a_token_of_the_environment_that_no_header_can_carry_names_its_variable():
+    with pytest.raises(cachecore.ConfigError, match="AWS_TOKEN") as caught:
+        SecretsClient(environ={"AWS_TOKEN": "a\rb-Qz7"})
+
+    assert "Qz7" not in str(caught.value)
+
+
+# -- fallback arguments ------------------------------------------------------------
+
+
+def test_a_fallback_that_is_neither_a_reader_nor_a_factory_is_a_config_error():
+    with pytest.raises(cachecore.ConfigError, match="fallback"):
+        SecretsClient(environ={}, fallback="in-process")

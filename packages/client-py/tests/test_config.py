@@ -38,6 +38,9 @@ def test_an_argument_beats_the_environment():
         ({"CACHECORE_URL": "ftp://localhost"}, "CACHECORE_URL"),
         ({"CACHECORE_URL": "http://localhost:8015/?x=1"}, "CACHECORE_URL"),
         ({"CACHECORE_URL": "http://u@localhost:8015"}, "CACHECORE_URL"),
+        ({"CACHECORE_URL": "http://localhost:8015/?"}, "CACHECORE_URL"),
+        ({"CACHECORE_URL": "http://localhost:8015#"}, "CACHECORE_URL"),
+        ({"CACHECORE_URL": "http://localhost:8015/x#y"}, "CACHECORE_URL"),
         ({"CACHECORE_URL": "http://localhost:99999"}, "CACHECORE_URL"),
         ({"CACHECORE_PORT": "http"}, "CACHECORE_PORT"),
         ({"CACHECORE_PORT": "0"}, "CACHECORE_PORT"),
@@ -73,7 +76,16 @@ def test_repr_hides_the_token():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"timeout": 0}, {"timeout": -1}, {"timeout": True}, {"max_connections": 0}],
+    [
+        {"timeout": 0},
+        {"timeout": -1},
+        {"timeout": True},
+        {"max_connections": 0},
+        {"max_connections": "10"},
+        {"max_connections": 2.5},
+        {"max_connections": True},
+        {"retry": 3},
+    ],
 )
 def test_bad_client_arguments_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
@@ -128,3 +140,21 @@ def test_reader_from_env_can_give_a_fallback_or_the_in_process_cache(monkeypatch
 def test_reader_from_env_refuses_an_unknown_choice(variable, value):
     with pytest.raises(ConfigError, match=variable):
         reader_from_env({variable: value})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://app:sentinel-pw-4Rt@127.0.0.1:8015",
+        "http://app:sentinel-pw-4Rt@[::1",  # not even a URL
+        "http://app:p@sentinel-pw-4Rt@127.0.0.1:8015/x",
+    ],
+)
+def test_a_url_with_a_password_is_refused_without_repeating_it(url):
+    for make in (
+        lambda: SecretsClient(url, environ={}),
+        lambda: SecretsClient(environ={"CACHECORE_URL": url}),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            make()
+        assert "sentinel-pw-4Rt" not in str(caught.value)

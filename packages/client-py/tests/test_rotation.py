@@ -76,3 +76,19 @@ def test_a_failure_that_is_not_about_auth_is_raised_without_a_refresh():
         connect_with_rotation(reader, "db", connect, is_auth_failure=is_denied)
 
     assert reader.refreshes == 0
+
+
+def test_a_failed_refresh_carries_the_auth_failure_as_its_cause():
+    class Unreadable(Reader):
+        def get_secret_json(self, secret_id, *, refresh=False, **kwargs):
+            if refresh:
+                raise LookupError("the refresh failed")
+            return super().get_secret_json(secret_id, **kwargs)
+
+    connect, attempts = database(accepts="new")
+
+    with pytest.raises(LookupError) as caught:
+        connect_with_rotation(Unreadable(), "db", connect, is_auth_failure=is_denied)
+
+    assert isinstance(caught.value.__cause__, Denied)
+    assert attempts == ["old"]

@@ -130,13 +130,16 @@ def check_secret_id(
 
 
 MAX_PARAMETER_LABEL_CHARS = 100
+#: 18 digits, as the sidecar reads from a query: a version is a 64-bit number.
+MAX_PARAMETER_VERSION = 10**18 - 1
 
 
 def check_parameter(name: object, version: object = None, label: object = None) -> None:
     """Raise ``InvalidRequestError`` unless the arguments can name a parameter.
 
-    The name follows the rules of a secret id; ``version`` is a positive integer
-    and ``label`` 1 to 100 characters without control characters, not both.
+    The name follows the rules of a secret id; ``version`` is an integer from 1
+    to ``MAX_PARAMETER_VERSION`` (18 digits) and ``label`` 1 to 100 characters
+    without control characters, not both.
     """
     try:
         check_secret_id(name)
@@ -145,9 +148,13 @@ def check_parameter(name: object, version: object = None, label: object = None) 
     if version is not None and label is not None:
         raise _invalid("give a parameter version or a label, not both")
     if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or version < 1
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or not 1 <= version <= MAX_PARAMETER_VERSION
     ):
-        raise _invalid("the parameter version must be a positive integer")
+        raise _invalid(
+            "the parameter version must be a positive integer of at most 18 digits"
+        )
     if label is not None and (
         not isinstance(label, str)
         or not 1 <= len(label) <= MAX_PARAMETER_LABEL_CHARS

@@ -11,7 +11,8 @@ How a value is turned into each kind is the same everywhere:
 - ``get_secret_string``: the SecretString; a binary secret decoded as UTF-8
   (``ValueError`` when it is not UTF-8);
 - ``get_secret_json``: that text parsed as JSON, a fresh object on every call
-  (``ValueError`` when it is not JSON);
+  (``ValueError`` when it is not JSON or is nested too deeply to parse: a plain
+  one that says where, holding no part of the secret, not a ``JSONDecodeError``);
 - ``get_secret_binary``: the SecretBinary; a string secret encoded as UTF-8
   (``SecretValue.data``);
 - ``get_parameter``: the parameter's ``Value``.

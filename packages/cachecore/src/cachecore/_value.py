@@ -65,8 +65,22 @@ class SecretValue:
         return (self.secret_string or "").encode("utf-8", "surrogatepass")
 
     def json(self) -> Any:
-        """Parse the secret as JSON; every call returns a fresh object."""
-        return json.loads(self.text)
+        """Parse the secret as JSON; every call returns a fresh object.
+
+        A secret that is not JSON, or is nested too deeply to parse, raises a
+        plain ``ValueError`` that says where, never a ``json.JSONDecodeError``
+        (whose ``doc`` would hold the whole secret), with no cause or context.
+        """
+        text = self.text
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        except ValueError:  # a number of more digits than int() may read
+            reason = "it holds a number too long to read"
+        except RecursionError:
+            reason = "it is nested too deeply"
+        raise ValueError(f"the secret {self.name!r} is not JSON: {reason}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from ._client import DEFAULT_TIMEOUT, TOKEN_HEADER, RetryPolicy, SecretsClient
 from ._config import ENV_FALLBACK, ENV_MODE, ENV_URL
 from ._errors import (
     AccessDeniedError,
+    ClientClosedError,
     DecryptionError,
     InvalidRequestError,
     SecretNotFoundError,
@@ -30,6 +31,7 @@ from ._rotation import connect_with_rotation
 
 __all__ = [
     "AccessDeniedError",
+    "ClientClosedError",
     "DEFAULT_TIMEOUT",
     "DecryptionError",
     "ENV_FALLBACK",

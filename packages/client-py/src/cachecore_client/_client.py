@@ -6,18 +6,25 @@ of the AWS dialect (``/secretsmanager/get``, ``/systemsmanager/parameters/get``)
 with the token header, its query values percent-encoded in full so that a name
 reaches Secrets Manager exactly as given.
 
-Retries (``RetryPolicy``): a 429 or 503 answer and a failed connection (refused,
-reset, closed) are tried again after a pause of full jitter, ``Retry-After`` when
-the answer names one, for at most ``attempts`` tries and ``budget`` seconds. A
-kept-alive connection that the server closed under the request is tried again
-once at once, without a pause and without counting as a try. Every other answer
-is final: a 4xx means "no", and asking again would not change it.
+Retries (``RetryPolicy``): a 429 or 503 answer and a try on which no byte of an
+answer arrived (refused, connecting timed out, reset or closed first) are tried
+again after a pause of full jitter, ``Retry-After`` when the answer names one,
+for at most ``attempts`` tries and ``budget`` seconds. A kept-alive connection
+that the server closed under the request is tried again once at once, without a
+pause and without counting as a try. Every other answer is final: a 4xx means
+"no", and asking again would not change it; an answer that began but was cut
+short, or is not HTTP, is an ``UnexpectedResponseError``, never "unreachable".
+
+Time: ``timeout`` bounds each try as a whole (connecting, waiting for the answer,
+reading all of it, and the free redo of a closed connection), and no try begins
+after ``budget`` seconds; so a call lasts at most about ``budget + timeout``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
 import logging
 import math
@@ -31,13 +38,27 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import urllib3
-from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import (
+    ClosedPoolError,
+    HTTPError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
-from cachecore import ConfigError, SecretReader, SecretValue, resolve_token
+import cachecore
+from cachecore import (
+    ConfigError,
+    SecretReader,
+    SecretValue,
+    check_parameter,
+    check_secret_id,
+    resolve_token,
+)
 
 from ._config import environment, resolve_base_url
 from ._errors import (
     AccessDeniedError,
+    ClientClosedError,
     DecryptionError,
     InvalidRequestError,
     SecretNotFoundError,
@@ -65,6 +86,9 @@ _TOKEN_TYPES = frozenset({"MissingTokenException", "InvalidTokenException"})
 _DECRYPTION_TYPES = frozenset({"DecryptionFailure", "InvalidKeyId"})
 _MAX_MESSAGE = 500
 _MAX_ERROR_BODY = 64 * 1024
+#: A secret is at most 64 KiB, as base64 in JSON about 90 KiB: far below this.
+_MAX_BODY = 1024 * 1024
+_READ_SIZE = 64 * 1024
 
 Result = TypeVar("Result")
 
@@ -78,7 +102,8 @@ class RetryPolicy:
     (n - 1)`` seconds, at most ``backoff_max``, unless the answer said
     ``Retry-After``; then it is that many seconds and a little jitter. No try is
     made whose pause would end more than ``budget`` seconds after the first try
-    began; the last error is raised instead.
+    began; the last error is raised instead. As each try lasts at most the
+    client's ``timeout``, a whole call lasts at most about ``budget + timeout``.
     """
 
     attempts: int = 4
@@ -126,7 +151,7 @@ def _error_body(body: bytes) -> tuple[str | None, str | None]:
         return None, None
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return None, None
     if not isinstance(document, dict):
         return None, None
@@ -191,6 +216,11 @@ def answer_error(
     return _make_error(kind, message, secret_id, status, aws_type)
 
 
+def _refused(exc: cachecore.InvalidRequestError) -> InvalidRequestError:
+    """The client's own class for an argument the library's check refused."""
+    return InvalidRequestError(exc.message, code=exc.code)
+
+
 def _created(raw: object) -> datetime | None:
     if isinstance(raw, str | int | float) and not isinstance(raw, bool):
         try:
@@ -253,6 +283,36 @@ def _query(**values: str | None) -> str:
     )
 
 
+def _token_header(token: str, source: str) -> str:
+    """The token as a header value that http.client sends as the token's UTF-8.
+
+    The sidecar compares the header's bytes with the token's UTF-8, and
+    http.client encodes a header given as text in latin-1; so the text handed
+    over is the UTF-8 bytes read as latin-1. The messages never show the token.
+    """
+    try:
+        data = token.encode("utf-8")
+    except UnicodeEncodeError:
+        data = None  # raised below: the encode error holds the token
+    if data is None:
+        raise ConfigError(f"{source} is not valid Unicode text")
+    if any(byte < 0x20 or byte == 0x7F for byte in data):
+        raise ConfigError(
+            f"{source} must not hold line breaks or other control characters, "
+            "which no HTTP header can carry"
+        )
+    return data.decode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class _Unreached:
+    """A try on which not a byte of an answer arrived; ``how`` says what failed."""
+
+    how: str
+    cause: BaseException
+    redo: bool  # a kept-alive connection closed under the request: redo it once
+
+
 class SecretsClient:
     """Reads secrets and parameters from the sidecar; a ``cachecore.SecretReader``.
 
@@ -261,13 +321,15 @@ class SecretsClient:
     sidecar's own sources (``CACHECORE_TOKEN``, ``AWS_TOKEN``,
     ``AWS_SESSION_TOKEN``, ``AWS_CONTAINER_AUTHORIZATION_TOKEN``, a
     ``file://PATH`` read from the file), read once, here; with none, no token is
-    sent. ``timeout`` bounds connecting and each read from the socket, in
-    seconds. ``retry`` is the ``RetryPolicy``; ``max_connections`` the most
-    connections kept alive.
+    sent. ``timeout`` bounds each try as a whole, in seconds: connecting,
+    waiting for the answer and reading all of it. ``retry`` is the
+    ``RetryPolicy``; a call lasts at most about ``retry.budget + timeout``.
+    ``max_connections`` is the most connections kept alive.
 
     ``fallback`` (off by default) is a ``SecretReader`` used when the sidecar
-    cannot be reached once the retries are spent, or a function that builds one
-    on first need (``in_process_cache``); each use is logged as a warning.
+    cannot be reached once the retries are spent, or a function or class that
+    builds one on first need (``in_process_cache``); each use is logged as a
+    warning. After ``close()`` every read raises ``ClientClosedError``.
     ``environ`` replaces ``os.environ``; ``clock``, ``sleep`` and ``random`` are
     for tests.
     """
@@ -288,8 +350,10 @@ class SecretsClient:
     ) -> None:
         env = environment(environ)
         self._base_url = resolve_base_url(base_url, env)
+        source = "token"
         if token is None:
-            token, _ = resolve_token(env)
+            token, variable = resolve_token(env)
+            source = f"the token of {variable}"
         elif not isinstance(token, str) or not token.strip():
             raise ConfigError("token must be a non-empty string")
         if (
@@ -301,30 +365,49 @@ class SecretsClient:
                 f"timeout must be a number of seconds above 0 and at most 3600, "
                 f"got {timeout!r}"
             )
-        if isinstance(max_connections, bool) or not 1 <= max_connections <= 1000:
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or not 1 <= max_connections <= 1000
+        ):
             raise ConfigError(
                 f"max_connections must be an integer from 1 to 1000, got "
                 f"{max_connections!r}"
             )
 
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(
+                f"retry must be a RetryPolicy, got {type(retry).__name__}"
+            )
+        self._fallback: SecretReader | None = None
+        self._build_fallback: Callable[[], SecretReader] | None = None
+        if isinstance(fallback, type):
+            # Before the protocol check: a class has the reader's methods too.
+            self._build_fallback = fallback
+        elif isinstance(fallback, SecretReader):
+            self._fallback = fallback
+        elif callable(fallback):
+            self._build_fallback = fallback
+        elif fallback is not None:
+            raise ConfigError(
+                "fallback must be a SecretReader, or a function or class that "
+                f"builds one, got {type(fallback).__name__}"
+            )
+
         self._retry = retry if retry is not None else RetryPolicy()
+        self._timeout = float(timeout)
         self._prefix = urlsplit(self._base_url).path
         self._headers = {"Accept": "application/json"}
         if token is not None:
-            self._headers[TOKEN_HEADER] = token
+            self._headers[TOKEN_HEADER] = _token_header(token, source)
         self._pool = urllib3.connection_from_url(
             self._base_url,
             maxsize=max_connections,
             block=False,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            timeout=urllib3.Timeout(total=timeout),
             retries=False,
         )
-        self._fallback: SecretReader | None = None
-        self._build_fallback: Callable[[], SecretReader] | None = None
-        if isinstance(fallback, SecretReader):
-            self._fallback = fallback
-        elif fallback is not None:
-            self._build_fallback = fallback
+        self._closed = False
         self._fallback_lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
@@ -443,6 +526,11 @@ class SecretsClient:
         version_stage: str | None,
         refresh: bool,
     ) -> SecretValue:
+        self._check_open()
+        try:
+            check_secret_id(secret_id, version_id, version_stage)
+        except cachecore.InvalidRequestError as exc:
+            raise _refused(exc) from None
         query = _query(
             secretId=secret_id,
             versionId=version_id,
@@ -467,6 +555,11 @@ class SecretsClient:
         label: str | None,
         with_decryption: bool,
     ) -> str:
+        self._check_open()
+        try:
+            check_parameter(name, version, label)
+        except cachecore.InvalidRequestError as exc:
+            raise _refused(exc) from None
         query = _query(
             name=name,
             version=None if version is None else str(version),
@@ -496,41 +589,26 @@ class SecretsClient:
             tries += 1
             cause: BaseException | None = None
             retry_after = None
-            try:
-                response = self._pool.urlopen(
-                    "GET",
-                    url,
-                    headers=self._headers,
-                    retries=False,
-                    redirect=False,
-                    preload_content=True,
-                )
-            except ReadTimeoutError:
-                raise _make_error(
-                    SidecarTimeoutError,
-                    f"the sidecar at {self._base_url} did not answer within the "
-                    "client's timeout",
-                    secret_id,
-                ) from None
-            except ProtocolError as exc:
-                if not redone:
-                    redone = True
-                    tries -= 1
-                    logger.debug("the sidecar closed a connection; trying once more")
-                    continue
-                error: SidecarError = self._unavailable(
-                    secret_id, "it closed the connection"
-                )
-                cause = exc
-            except HTTPError as exc:  # refused, or connecting timed out
-                error = self._unavailable(secret_id, "no connection")
-                cause = exc
+            until = self._clock() + self._timeout  # the redo shares the try's time
+            outcome = self._try(url, secret_id, until)
+            if (
+                isinstance(outcome, _Unreached)
+                and outcome.redo
+                and not redone
+                and self._clock() < until
+            ):
+                redone = True
+                logger.debug("the sidecar closed a connection; trying once more")
+                outcome = self._try(url, secret_id, until)
+            if isinstance(outcome, _Unreached):
+                error: SidecarError = self._unavailable(secret_id, outcome.how)
+                cause = outcome.cause
             else:
-                if response.status == 200:
-                    return self._parse(response.data, secret_id)
-                headers = response.headers
-                error = answer_error(response.status, headers, response.data, secret_id)
-                if response.status not in _RETRIED_STATUSES:
+                status, headers, body = outcome
+                if status == 200:
+                    return self._parse(body, secret_id)
+                error = answer_error(status, headers, body, secret_id)
+                if status not in _RETRIED_STATUSES:
                     raise error
                 retry_after = _retry_after(headers)
 
@@ -549,6 +627,112 @@ class SecretsClient:
             )
             self._sleep(pause)
 
+    def _try(
+        self, url: str, secret_id: str, until: float
+    ) -> tuple[int, Mapping[str, str], bytes] | _Unreached:
+        """One request, by ``until``: the whole answer, or how none came.
+
+        Raises at once, as final, what is not "unreachable": the client closed,
+        the time spent, and an answer that began but is cut short or not HTTP.
+        """
+        failure = None
+        try:
+            response = self._pool.urlopen(
+                "GET",
+                url,
+                headers=self._headers,
+                retries=False,
+                redirect=False,
+                preload_content=False,
+                timeout=urllib3.Timeout(total=max(until - self._clock(), 0.001)),
+            )
+        except ClosedPoolError:
+            failure = "closed"
+        except ReadTimeoutError:
+            failure = "timeout"
+        except ProtocolError as exc:
+            reason = exc.args[1] if len(exc.args) > 1 else None
+            if isinstance(reason, http.client.HTTPException) and not isinstance(
+                reason, ConnectionError
+            ):
+                failure = "not HTTP"  # bytes arrived, but no HTTP status line
+            else:  # reset or closed before a byte of an answer
+                return _Unreached("it closed the connection", exc, redo=True)
+        except HTTPError as exc:  # refused, or connecting timed out
+            return _Unreached("no connection", exc, redo=False)
+        if failure is not None:
+            # Raised outside the handler: a BadStatusLine holds what arrived.
+            raise self._no_whole_answer(failure, secret_id, None)
+        return self._read_answer(response, until, secret_id)
+
+    def _read_answer(
+        self, response: urllib3.BaseHTTPResponse, until: float, secret_id: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """The status, headers and body of an answer whose status line arrived.
+
+        Each read from the socket waits at most until ``until``, and the time is
+        checked between reads, so a server that trickles cannot hold the call.
+        """
+        status = response.status
+        chunks: list[bytes] = []
+        size = 0
+        failure = None
+        try:
+            while True:
+                left = until - self._clock()
+                if left <= 0:
+                    failure = "timeout"
+                    break
+                sock = getattr(response.connection, "sock", None)
+                if sock is not None:
+                    sock.settimeout(left)
+                chunk = response.read1(_READ_SIZE)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > _MAX_BODY:
+                    failure = "too large"
+                    break
+                chunks.append(chunk)
+        except ReadTimeoutError:
+            failure = "timeout"
+        except HTTPError:  # IncompleteRead, broken chunks: cut short or malformed
+            failure = "cut short"
+        if failure is not None:
+            response.close()  # the rest of the answer must not be read as the next
+            response.release_conn()
+            chunks.clear()
+            # Raised outside the handler: an IncompleteRead holds what arrived.
+            raise self._no_whole_answer(failure, secret_id, status)
+        response.release_conn()
+        return status, response.headers, b"".join(chunks)
+
+    def _no_whole_answer(
+        self, failure: str, secret_id: str, status: int | None
+    ) -> cachecore.CacheError:
+        if failure == "closed":
+            return ClientClosedError("this SecretsClient is closed")
+        if failure == "timeout":
+            return _make_error(
+                SidecarTimeoutError,
+                f"the sidecar at {self._base_url} did not answer in full within the "
+                f"client's timeout of {self._timeout:g}s",
+                secret_id,
+                status,
+            )
+        if failure == "not HTTP":
+            what = "an answer that is not HTTP; is it a cachecore sidecar?"
+        elif failure == "too large":
+            what = f"HTTP {status} with a body over {_MAX_BODY} bytes"
+        else:
+            what = f"HTTP {status}, but the answer was cut short or malformed"
+        return _make_error(
+            UnexpectedResponseError,
+            f"the server at {self._base_url} sent {what}",
+            secret_id,
+            status,
+        )
+
     def _unavailable(self, secret_id: str, how: str) -> SidecarError:
         return _make_error(
             SidecarUnavailableError,
@@ -560,7 +744,7 @@ class SecretsClient:
     def _parse(body: bytes, secret_id: str) -> object:
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             pass
         # Raised outside the handler: the decode error holds the whole body.
         raise _make_error(
@@ -569,6 +753,10 @@ class SecretsClient:
             secret_id,
             200,
         )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this SecretsClient is closed")
 
     # -- fallback ----------------------------------------------------------------
 
@@ -591,6 +779,8 @@ class SecretsClient:
 
     def _fallback_reader(self) -> SecretReader | None:
         with self._fallback_lock:
+            if self._closed:  # closed while the read was under way
+                raise ClientClosedError("this SecretsClient is closed")
             if self._fallback is None and self._build_fallback is not None:
                 self._fallback = self._build_fallback()
             return self._fallback
@@ -598,7 +788,13 @@ class SecretsClient:
     # -- lifetime --------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the pooled connections, and a fallback this client built."""
+        """Close the pooled connections, and a fallback this client built.
+
+        Every read after it raises ``ClientClosedError``; closing again does
+        nothing.
+        """
+        with self._fallback_lock:
+            self._closed = True
         self._pool.close()
         with self._fallback_lock:
             if self._build_fallback is None:

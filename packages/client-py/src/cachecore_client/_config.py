@@ -39,10 +39,16 @@ MODE_CHOICES: tuple[Mode, ...] = ("sidecar", "in-process")
 FALLBACK_CHOICES: tuple[Fallback, ...] = ("off", "in-process")
 
 
+def _shown(raw: str) -> str:
+    """``raw`` for a message: all up to its last ``@`` (a password) left out."""
+    _, at, rest = raw.rpartition("@")
+    return repr(f"...@{rest}" if at else raw)
+
+
 def _check_url(label: str, raw: str) -> str:
     rule = (
         f"{label} must be an http:// or https:// URL of a host, with no query, "
-        f"fragment or user name, got {raw!r}"
+        f"fragment or user name, got {_shown(raw)}"
     )
     try:
         parts = urlsplit(raw.strip())
@@ -52,9 +58,9 @@ def _check_url(label: str, raw: str) -> str:
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
-        or parts.query
-        or parts.fragment
-        or parts.username is not None
+        or "?" in raw  # an empty query or fragment ("http://h/?") splits as none
+        or "#" in raw
+        or "@" in parts.netloc
         or port == 0
     ):
         raise ConfigError(rule)

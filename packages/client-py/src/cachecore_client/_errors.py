@@ -8,25 +8,29 @@ derives from ``SidecarError``, which carries ``status`` (the HTTP status, or
 error body, or ``None``)::
 
     cachecore.CacheError
+    ├── ClientClosedError (RuntimeError)        a read after close()
     └── SidecarError                            status, aws_type
         ├── TokenRejectedError (PermissionError)    401, 403 from the token check
-        ├── UnexpectedResponseError (FetchError)    any answer not in this table
-        ├── InvalidRequestError                     400
+        ├── UnexpectedResponseError (FetchError)    any answer not in this table,
+        │                                           cut short, or not HTTP at all
+        ├── InvalidRequestError                     400; an argument refused here
         ├── SecretNotFoundError                     404
         ├── AccessDeniedError                       403
         ├── DecryptionError                         502 DecryptionFailure
         ├── ThrottledError                          429, once retries are spent
         ├── UpstreamUnavailableError                502
         │   ├── SidecarNotReadyError                503, once retries are spent
-        │   └── SidecarUnavailableError             no connection to the sidecar
+        │   └── SidecarUnavailableError             no byte of an answer arrived
         └── UpstreamTimeoutError                    504
-            └── SidecarTimeoutError                 no answer within the timeout
+            └── SidecarTimeoutError                 no whole answer within timeout
 
 Apart from ``SidecarError`` and ``TokenRejectedError``, each class is also a
 ``cachecore.FetchError`` with ``secret_id``, ``code`` (``aws_type`` when there is
 one, else the class's default, such as ``SidecarUnavailable``) and ``transient``.
 A message is the server's own ``message`` (which never holds a secret value) or
-one written here; never a response body.
+one written here; never a response body. No error keeps a lower-level exception
+that holds part of an answer (urllib3's, http.client's ``IncompleteRead``) as its
+cause or context.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import cachecore
 
 __all__ = [
     "AccessDeniedError",
+    "ClientClosedError",
     "DecryptionError",
     "InvalidRequestError",
     "SecretNotFoundError",
@@ -48,6 +53,13 @@ __all__ = [
     "UpstreamTimeoutError",
     "UpstreamUnavailableError",
 ]
+
+
+class ClientClosedError(cachecore.CacheError, RuntimeError):
+    """A read on a client after its ``close()``: nothing is sent, nor any fallback read.
+
+    Make a new ``SecretsClient``; a closed one stays closed.
+    """
 
 
 class SidecarError(cachecore.CacheError):
@@ -79,15 +91,23 @@ class TokenRejectedError(SidecarError, PermissionError):
 class UnexpectedResponseError(SidecarError, cachecore.FetchError):
     """An answer the client does not expect: an unknown route, status or body.
 
-    A body that is not the JSON of a secret counts too. Most often ``base_url``
-    points at a server that is not cachecore.
+    A body that is not the JSON of a secret counts too, and so does an answer
+    that began (bytes arrived) but was cut short or is not HTTP (``status`` is
+    then the status received, or ``None`` before one). Most often ``base_url``
+    points at a server that is not cachecore; it is never retried, and never
+    read from the fallback.
     """
 
     default_code = "UnexpectedResponse"
 
 
 class InvalidRequestError(SidecarError, cachecore.InvalidRequestError):
-    """400: the request cannot be answered as asked (a bad id, version, name)."""
+    """400: the request cannot be answered as asked (a bad id, version, name).
+
+    The client checks its arguments as ``cachecore.SecretCache`` does
+    (``cachecore.check_secret_id``, ``check_parameter``) and raises this before
+    sending anything when they fail; ``status`` is then ``None``.
+    """
 
 
 class SecretNotFoundError(SidecarError, cachecore.SecretNotFoundError):
@@ -117,8 +137,9 @@ class SidecarNotReadyError(UpstreamUnavailableError):
 
 
 class SidecarUnavailableError(UpstreamUnavailableError):
-    """No connection to the sidecar: refused, reset or closed, after the retries.
+    """No answer from the sidecar, after the retries: not a byte of one arrived.
 
+    Refused, connecting timed out, reset or closed before any byte of an answer.
     This is the one error on which the optional in-process fallback is used.
     """
 
@@ -130,6 +151,9 @@ class UpstreamTimeoutError(SidecarError, cachecore.UpstreamTimeoutError):
 
 
 class SidecarTimeoutError(UpstreamTimeoutError):
-    """The sidecar did not answer within the client's ``timeout``."""
+    """The sidecar's whole answer did not arrive within the client's ``timeout``.
+
+    ``status`` is ``None`` when not even the status line came, else that status.
+    """
 
     default_code = "SidecarTimeout"

@@ -37,7 +37,8 @@ def connect_with_rotation(
     exception for which ``is_auth_failure`` is true, the secret is read with
     ``refresh=True`` and ``connect`` is called once more; whatever that second
     call raises reaches the caller. Any other exception reaches the caller at
-    once, without a refresh.
+    once, without a refresh. When the refresh itself fails, its error reaches
+    the caller with the auth failure as its ``__cause__``.
     """
     credentials = reader.get_secret_json(secret_id)
     try:
@@ -45,11 +46,15 @@ def connect_with_rotation(
     except Exception as exc:
         if not is_auth_failure(exc):
             raise
+        auth_failure = exc
         logger.info(
             "connecting with %s failed to authenticate (%s); reading it anew",
             secret_id,
             type(exc).__name__,
         )
 
-    credentials = reader.get_secret_json(secret_id, refresh=True)
+    try:
+        credentials = reader.get_secret_json(secret_id, refresh=True)
+    except Exception as refresh_error:
+        raise refresh_error from auth_failure
     return connect(credentials)
