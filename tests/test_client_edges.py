@@ -1,8 +1,9 @@
-"""Failures of cachecore_client found by breaking it (break6).
+"""cachecore_client at its edges: answers cut short or garbled, use after close,
+odd tokens and URLs, secrets kept off error objects, bounded calls.
 
-Each test states the behaviour the README promises (or that a user would
-expect) and fails on the code as it is. Servers are fakes on 127.0.0.1, or a
-real cachecore-server in front of moto; every socket is loopback.
+These came from a break test of the client; each states the behaviour the README
+promises, or that a user would expect. Servers are fakes on 127.0.0.1, or a real
+cachecore-server in front of moto; every socket is loopback.
 """
 
 from __future__ import annotations
