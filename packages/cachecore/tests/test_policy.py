@@ -657,3 +657,22 @@ def test_a_hanging_call_delays_no_other_key(fetcher, clock):
     finally:
         fetcher.gate.set()
         waiting.join(5)
+
+
+def test_a_caller_with_a_stored_value_does_not_join_a_call_already_slow(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=60, upstream_timeout=30)
+    cache.get("db")
+    clock.advance(61)
+    fetcher.gate = threading.Event()
+    first = threading.Thread(target=lambda: cache.lookup("db"), daemon=True)
+    first.start()
+    assert fetcher.entered.wait(5)
+    clock.advance(1.5)  # the call has run longer than STALE_AFTER
+    try:
+        lookup = cache.lookup("db")  # would wait up to 30 s if it joined
+    finally:
+        fetcher.gate.set()
+        first.join(5)
+
+    assert (lookup.state, lookup.value.secret_string) == ("stale", "db@0")
+    assert len(fetcher.calls) == 2

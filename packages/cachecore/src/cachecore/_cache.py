@@ -206,6 +206,10 @@ class CacheStats:
     timed_out: int = 0
 
 
+#: Seconds a call may run before a caller with a stored value stops joining it.
+STALE_AFTER = 1.0
+
+
 class _Entry:
     """What the cache knows of one key: its last value and its failures."""
 
@@ -234,11 +238,12 @@ class _Entry:
 class _Flight:
     """One call to the fetcher that several callers wait on."""
 
-    __slots__ = ("done", "error", "forced", "lookup")
+    __slots__ = ("done", "error", "forced", "lookup", "started")
 
-    def __init__(self, forced: bool) -> None:
+    def __init__(self, forced: bool, started: float = 0.0) -> None:
         self.done = threading.Event()
         self.forced = forced
+        self.started = started
         self.lookup: Lookup[Any] | None = None
         self.error: BaseException | None = None
 
@@ -298,6 +303,9 @@ class SecretCache:
         self._timed_out = 0
         #: How long a caller waits for a call to the fetcher, at most.
         self._wait = config.upstream_timeout
+        #: A caller that finds a call running this long already, and has a value
+        #: to fall back on, does not wait for it.
+        self._stale_after = min(STALE_AFTER, self._wait)
 
     @property
     def config(self) -> Config:
@@ -468,10 +476,16 @@ class SecretCache:
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:
-                flight = self._flights[key] = _Flight(forced=refresh)
+                flight = self._flights[key] = _Flight(forced=refresh, started=now)
             else:
                 self._coalesced += 1
                 flight.forced = flight.forced or refresh
+                if now - flight.started >= self._stale_after:
+                    # A call this slow has already kept its first callers
+                    # waiting: with a value to fall back on, answer at once.
+                    early = self._stale_now(key, now)
+                    if early is not None:
+                        return early
 
         if leader:
             self._start(key, flight)
@@ -523,7 +537,7 @@ class SecretCache:
         """Start a background fetch of a key read late in its TTL (lock held)."""
         if self._closed or key in self._flights or now < entry.retry_at:
             return
-        flight = self._flights[key] = _Flight(forced=False)
+        flight = self._flights[key] = _Flight(forced=False, started=now)
         if self._background is None:
             self._background = ThreadPoolExecutor(
                 max_workers=2, thread_name_prefix="cachecore-refresh-ahead"
@@ -547,6 +561,16 @@ class SecretCache:
             thread.start()
         except RuntimeError:  # no thread to be had: call here, unbounded
             self._fetch_quietly(key, flight)
+
+    def _stale_now(self, key: CacheKey, now: float) -> Lookup[Any] | None:
+        """The stored value marked stale, if within ``max_stale`` (lock held)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.value is None:
+            return None
+        if now >= entry.expires_at + self._config.max_stale:
+            return None
+        self._stale += 1
+        return Lookup(entry.value, "stale", now - entry.value.fetched_at)
 
     def _too_late(self, key: CacheKey) -> Lookup[Any]:
         """The answer to a caller whose wait ran out while the call goes on.

@@ -82,7 +82,12 @@ class RedactingFilter(logging.Filter):
         fields = getattr(record, "fields", None)
         if not isinstance(fields, Mapping):
             fields = {}
-        texts = [text, *(str(value) for value in fields.values())]
+        if record.exc_info and not record.exc_text:
+            # The traceback is text too: render it now, so that it is checked
+            # and replaced like the message (formatters use exc_text when set).
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        extra = [record.exc_text or "", record.stack_info or ""]
+        texts = [text, *(str(value) for value in fields.values()), *extra]
         if any(telltale in part for part in texts for telltale in _TELLTALES):
             self._withhold(record)
             return True
@@ -92,6 +97,10 @@ class RedactingFilter(logging.Filter):
                 key: self._replace(value) if isinstance(value, str) else value
                 for key, value in fields.items()
             }
+            if record.exc_text:
+                record.exc_text = self._replace(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self._replace(record.stack_info)
         return True
 
     def _replace(self, text: str) -> str:
@@ -105,4 +114,5 @@ class RedactingFilter(logging.Filter):
         record.args = None
         record.exc_info = None
         record.exc_text = None
+        record.stack_info = None
         record.fields = {}

@@ -1,5 +1,5 @@
 """``python -m cachecore_server``: the same as the ``cachecore-server`` command."""
 
-from ._cli import run
+from ._entry import run
 
 run()

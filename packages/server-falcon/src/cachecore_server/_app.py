@@ -220,6 +220,14 @@ def _cache_headers(resp: falcon.Response, lookup: Lookup[Any]) -> None:
     resp.set_header("Age", str(int(lookup.age)))
 
 
+def _refused_here(exc: FetchError) -> bool:
+    """Whether the cache refused the name itself, before any lookup.
+
+    Such a name was never looked up, and must not become a label value.
+    """
+    return isinstance(exc, InvalidRequestError) and exc.secret_id is None
+
+
 class _Lookups:
     """The lookups the routes make, counted by name when the metrics ask for it."""
 
@@ -242,8 +250,9 @@ class _Lookups:
                 version_stage=version_stage,
                 refresh=refresh,
             )
-        except FetchError:
-            self._metrics.count_lookup("secret", secret_id, "error")
+        except FetchError as exc:
+            if not _refused_here(exc):
+                self._metrics.count_lookup("secret", secret_id, "error")
             raise
         self._metrics.count_lookup("secret", secret_id, found.state)
         return found
@@ -260,8 +269,9 @@ class _Lookups:
             found = self._cache.lookup_parameter(
                 name, version=version, label=label, with_decryption=with_decryption
             )
-        except FetchError:
-            self._metrics.count_lookup("parameter", name, "error")
+        except FetchError as exc:
+            if not _refused_here(exc):
+                self._metrics.count_lookup("parameter", name, "error")
             raise
         self._metrics.count_lookup("parameter", name, found.state)
         return found

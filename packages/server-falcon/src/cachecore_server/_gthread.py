@@ -119,15 +119,20 @@ class _Connection(TConn):  # type: ignore[misc]
 class WholeRequestWorker(ThreadWorker):  # type: ignore[misc]
     """The ``gthread`` worker that hands its threads whole requests; see the module.
 
-    ``request_timeout`` and ``max_connections`` are set on a subclass made by
-    ``worker_class``, because gunicorn builds its workers from a class.
+    ``request_timeout``, ``max_connections`` and ``shutdown_timeout`` are set on a
+    subclass made by ``worker_class``, because gunicorn builds its workers from a
+    class.
     """
 
     request_timeout: float
     max_connections: int
+    shutdown_timeout: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # gunicorn's graceful_timeout is whole seconds (the arbiter kills the
+        # worker after it); the worker's own drain keeps to the exact timeout.
+        self.cfg.settings["graceful_timeout"].value = self.shutdown_timeout
         self._awaiting: set[_Connection] = set()
         self._next_deadline = math.inf
         self._full = False
@@ -333,10 +338,16 @@ class WholeRequestWorker(ThreadWorker):  # type: ignore[misc]
         send_and_close(sock, 429)
 
 
-def worker_class(request_timeout: float, max_connections: int) -> type[Any]:
+def worker_class(
+    request_timeout: float, max_connections: int, shutdown_timeout: float
+) -> type[Any]:
     """A ``WholeRequestWorker`` class with these limits, for gunicorn's settings."""
     return type(
         "CachecoreWorker",
         (WholeRequestWorker,),
-        {"request_timeout": request_timeout, "max_connections": max_connections},
+        {
+            "request_timeout": request_timeout,
+            "max_connections": max_connections,
+            "shutdown_timeout": shutdown_timeout,
+        },
     )

@@ -61,10 +61,11 @@ class JsonFormatter(logging.Formatter):
             for key, value in fields.items():
                 if str(key) not in _BASE_KEYS:
                     document[str(key)] = _scalar(value)
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
+        # exc_text first: RedactingFilter leaves the traceback there, checked.
+        if record.exc_text:
             document["exception"] = record.exc_text
+        elif record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             document["stack"] = self.formatStack(record.stack_info)
         # ASCII only: U+2028 and the other line separators stay escaped.

@@ -89,6 +89,11 @@ class CacheCollector(Collector):
                 "Lookups answered with the stored error of a key backing off.",
             ),
             ("evictions", stats.evictions, "Entries evicted to stay within size."),
+            (
+                "timed_out",
+                stats.timed_out,
+                "Lookups that gave up waiting for AWS (answered stale, or 504).",
+            ),
         ):
             yield CounterMetricFamily(f"cachecore_cache_{name}", meaning, value=value)
         yield GaugeMetricFamily(

@@ -104,7 +104,9 @@ def _serve_gunicorn(
     options: dict[str, Any] = {
         "bind": addresses,
         "workers": 1,
-        "worker_class": worker_class(request_timeout, max_connections),
+        "worker_class": worker_class(
+            request_timeout, max_connections, graceful_timeout
+        ),
         "threads": threads,
         # The worker answers 429 beyond max_connections itself: gunicorn must not
         # stop accepting first. It times out idle connections at request_timeout;

@@ -118,7 +118,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
     def __init__(self, server: _Server, *args: Any, **kwargs: Any) -> None:
         super().__init__(server, *args, **kwargs)
         self.opened = time.monotonic()
-        self.answered = False  # whether it has served a request
+        self.draining = False  # set when the server stops: close after answering
         self.deadline: float | None = self.opened + server.request_timeout
 
     def service(self) -> None:
@@ -127,8 +127,10 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         try:
             super().service()
         finally:
-            self.answered = True
             self.deadline = time.monotonic() + self.server.request_timeout
+            if self.draining:
+                with self.requests_lock:
+                    self.close_when_flushed = True  # the server is stopping
 
     def is_overdue(self, now: float) -> bool:
         """Whether the client is late with its next request, or with reading."""
@@ -279,8 +281,8 @@ def create_server(
 
 #: At a stop, at most this many connections waiting in a backlog are taken.
 _MAX_BACKLOG_TAKEN = 4096
-#: At a stop, how long a connection that has sent nothing yet may take to send
-#: its first request.
+#: At a stop, how long an open connection may take to send a request it has under
+#: way (it is answered, then closed); after that the idle ones are closed.
 _FRESH_GRACE = 0.5
 
 
@@ -318,6 +320,7 @@ class GracefulLoop:
         self._dispatcher = server.task_dispatcher
         self._stop_by: float | None = None
         self._listening = True
+        self._drain_started = 0.0
         self._finished = threading.Event()
         self.drained = False
 
@@ -344,6 +347,7 @@ class GracefulLoop:
         """Close what is idle; whether the loop may end (loop thread only)."""
         if self._listening:
             self._listening = False
+            self._drain_started = time.monotonic()
             for dispatcher in list(self._map.values()):
                 if isinstance(dispatcher, TcpWSGIServer):
                     _take_backlog(dispatcher)
@@ -351,15 +355,15 @@ class GracefulLoop:
                     # close the pipe that finished requests wake the loop with.
                     wasyncore.dispatcher.close(dispatcher)
         channels = [d for d in self._map.values() if isinstance(d, HTTPChannel)]
-        now = time.monotonic()
+        # Every connection open at the stop gets a moment to send the request it
+        # may have under way, which is answered and the connection then closed;
+        # after that, the idle ones are closed.
+        lingering = time.monotonic() - self._drain_started < _FRESH_GRACE
         for channel in channels:
+            channel.draining = True
             if channel.requests or channel.total_outbufs_len:
                 continue
-            # A new connection gets a moment to send the request it was made for.
-            fresh = not getattr(channel, "answered", True) and (
-                now - getattr(channel, "opened", 0.0) < _FRESH_GRACE
-            )
-            if not fresh and channel.request is None:
+            if not lingering and channel.request is None:
                 channel.will_close = True  # idle: closed on its next turn
         busy = len(channels)
         assert self._stop_by is not None

@@ -1,10 +1,9 @@
-"""Break tests of the operations features (break7): each one fails on the code it
-was written against and names what it shows.
+"""Edges of the operations features, found by a break test:
 
-- metrics by name count names refused as invalid (never looked up);
-- token redaction misses the traceback text of a log record;
-- under gunicorn a fractional CACHECORE_SHUTDOWN_TIMEOUT is rounded up;
-- a signal in the first second of start-up kills the process (exit -15 / -2).
+- metrics by name never count names refused as invalid (never looked up);
+- token redaction covers the traceback text of a log record;
+- under gunicorn a fractional CACHECORE_SHUTDOWN_TIMEOUT is kept, not rounded up;
+- a signal in the first second of start-up still ends with exit 0.
 """
 
 from __future__ import annotations
