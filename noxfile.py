@@ -83,8 +83,9 @@ def bench(session: nox.Session) -> None:
     installs it with apt-get where it is missing and this runs as root; else a
     Python load generator, which the table names.
     """
-    editable = [arg for package in PACKAGES for arg in ("-e", package)]
-    session.install(*editable, "-e", "packages/server-falcon[granian]", *BENCH_TOOLS)
+    packages = [p.replace("[demo]", "[demo,granian]") for p in PACKAGES]
+    editable = [arg for package in packages for arg in ("-e", package)]
+    session.install(*editable, *BENCH_TOOLS)
     if shutil.which("wrk") is None and shutil.which("apt-get") and os.geteuid() == 0:
         session.run("apt-get", "update", "-qq", external=True, success_codes=[0, 100])
         session.run(
