@@ -226,6 +226,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"| Python | {m['python']} |",
         f"| load generator | {m['load_generator']} |",
         f"| run time | {results['run_seconds']:.0f} s |",
+        (
+            "| load average (1 / 5 / 15 min) at start, at end | "
+            f"{m.get('load_average_start')}; {m.get('load_average_end')} |"
+        ),
     ]
     out += [f"| {name} | {v} |" for name, v in m["versions"].items()]
     out += [
@@ -411,6 +415,9 @@ def main() -> int:
 
     started = time.monotonic()
     results: dict[str, Any] = {"machine": machine(), "seconds": args.seconds}
+    results["machine"]["load_average_start"] = " / ".join(
+        f"{x:.2f}" for x in os.getloadavg()
+    )
     print(f"load generator: {results['machine']['load_generator']}", flush=True)
     with moto_server() as url:
         steps = (
@@ -424,6 +431,10 @@ def main() -> int:
             print(f"{name} ({time.monotonic() - started:.0f} s in)", flush=True)
             results[name] = step()
     results["run_seconds"] = time.monotonic() - started
+    # Other work on the machine skews every figure: say how busy it was.
+    results["machine"]["load_average_end"] = " / ".join(
+        f"{x:.2f}" for x in os.getloadavg()
+    )
     results["targets"] = targets(results)
 
     (out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
