@@ -6,6 +6,9 @@ of your own: `nox -s tests`.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import nox
 
 nox.options.sessions = ["lint", "types", "tests", "soak"]
@@ -60,6 +63,41 @@ def soak(session: nox.Session) -> None:
         *session.posargs,
         env={"CACHECORE_SOAK_REPORT": report},
     )
+
+
+BENCH_TOOLS = (
+    "boto3>=1.34",
+    "moto[server]>=5.0",
+    "aws-secretsmanager-caching>=1.2",
+    "aws-lambda-powertools>=3.0",
+    "matplotlib>=3.8",
+    "pytest>=8",  # bench/extension_start.py reuses tests/support.py
+)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Every benchmark of issue 8 (bench/run.py): docs/benchmarks.{md,json,png}.
+
+    About 7 minutes on 2 cores, loopback only. Uses wrk where it is installed, and
+    installs it with apt-get where it is missing and this runs as root; else a
+    Python load generator, which the table names.
+    """
+    packages = [p.replace("[demo]", "[demo,granian]") for p in PACKAGES]
+    editable = [arg for package in packages for arg in ("-e", package)]
+    session.install(*editable, *BENCH_TOOLS)
+    if shutil.which("wrk") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        session.run("apt-get", "update", "-qq", external=True, success_codes=[0, 100])
+        session.run(
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "wrk",
+            external=True,
+            success_codes=[0, 100],
+        )
+    session.run("python", "bench/run.py", *session.posargs)
 
 
 @nox.session

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from importlib.util import find_spec
 
 import pytest
 from support import TOKEN, sidecar_env
@@ -16,13 +17,23 @@ from support import TOKEN, sidecar_env
 from cachecore_server import TOKEN_HEADER
 
 SERVERS = ["gunicorn", "waitress"]
+#: granian is an optional extra; it applies the app's answers, not the limits of
+#: the other two (see cachecore_server._granian), so only the app's tests run on it.
+GRANIAN = pytest.param(
+    "granian",
+    marks=pytest.mark.skipif(
+        find_spec("granian") is None,
+        reason="granian is not installed (the cachecore-server[granian] extra)",
+    ),
+)
+APP_SERVERS = [*SERVERS, GRANIAN]
 
 
 def credential(password: str) -> str:
     return json.dumps({"username": "app", "password": password})
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", APP_SERVERS)
 def test_legacy_php_client_reads_cached_value_until_it_asks_for_refresh(
     moto_url, secretsmanager, unique, start_sidecar, server
 ):
@@ -55,7 +66,7 @@ def test_legacy_php_client_reads_cached_value_until_it_asks_for_refresh(
     assert json.loads(after.body)["password"] == "second"
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", APP_SERVERS)
 def test_aws_dialect_returns_get_secret_value_json_and_sees_changes_after_ttl(
     moto_url, secretsmanager, unique, start_sidecar, server
 ):
@@ -93,7 +104,7 @@ def test_aws_dialect_returns_get_secret_value_json_and_sees_changes_after_ttl(
     assert seen[-1].headers["x-cache"] == "MISS"
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", APP_SERVERS)
 def test_missing_secret_is_404_and_the_next_good_request_answers_at_once(
     moto_url, secretsmanager, unique, start_sidecar, server
 ):
@@ -121,7 +132,7 @@ def test_missing_secret_is_404_and_the_next_good_request_answers_at_once(
     assert (good.status, good.text) == (200, "here")
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", APP_SERVERS)
 def test_missing_or_wrong_token_is_refused_without_the_secret(
     moto_url, secretsmanager, unique, start_sidecar, server
 ):
@@ -165,7 +176,7 @@ def test_generic_aws_endpoint_variable_is_honoured(
     assert sidecar.get(f"/cache?name={name}").text == "via AWS_ENDPOINT_URL"
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", APP_SERVERS)
 def test_sigterm_stops_the_server_with_exit_0(moto_url, start_sidecar, server):
     sidecar = start_sidecar(
         server=server, env=sidecar_env(moto_url, CACHECORE_AUTH="none")
@@ -203,7 +214,7 @@ def test_start_log_hides_the_token(moto_url, start_sidecar):
     assert os.path.getsize(sidecar.log) > 0
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", APP_SERVERS)
 @pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded"])
 def test_forwarded_requests_are_refused_by_every_server(
     moto_url, secretsmanager, unique, start_sidecar, server, header
@@ -221,7 +232,7 @@ def test_forwarded_requests_are_refused_by_every_server(
     assert header in answer.text
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", APP_SERVERS)
 def test_longest_secret_id_percent_encoded_gets_an_api_answer(
     moto_url, start_sidecar, server
 ):
@@ -342,7 +353,7 @@ def test_a_transfer_coding_other_than_chunked_is_501_not_an_unbounded_body(
     assert b"coded-value" not in answer
 
 
-@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("server", APP_SERVERS)
 def test_extra_leading_slashes_never_read_another_secret(
     moto_url, secretsmanager, unique, start_sidecar, server
 ):

@@ -82,3 +82,28 @@ def test_no_region_stops_start(monkeypatch, capsys, tmp_path):
     assert main([]) == 2
 
     assert "no AWS region is set" in capsys.readouterr().err
+
+
+def test_granian_not_installed_stops_start_with_exit_2_naming_the_extra(
+    monkeypatch, capsys
+):
+    import sys
+
+    monkeypatch.setenv("CACHECORE_AUTH", "none")
+    monkeypatch.setitem(sys.modules, "granian", None)  # import granian fails
+
+    assert main(["--server", "granian"]) == 2
+
+    err = capsys.readouterr().err
+    assert "cachecore-server[granian]" in err
+    assert err.count("\n") == 1
+
+
+def test_granian_with_several_ports_stops_start_with_exit_2(monkeypatch, capsys):
+    pytest.importorskip("granian", reason="the granian extra is not installed")
+    monkeypatch.setenv("CACHECORE_AUTH", "none")
+    monkeypatch.setenv("CACHECORE_PORT", "8015,2773")
+
+    assert main(["--server", "granian"]) == 2
+
+    assert "CACHECORE_PORT" in capsys.readouterr().err

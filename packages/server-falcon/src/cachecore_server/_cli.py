@@ -61,7 +61,10 @@ def _parser() -> argparse.ArgumentParser:
         "--server",
         choices=SERVERS,
         default="gunicorn",
-        help="WSGI server to run (default gunicorn)",
+        help=(
+            "WSGI server to run (default gunicorn); granian needs the extra "
+            "cachecore-server[granian]"
+        ),
     )
     parser.add_argument(
         "--threads",
@@ -97,9 +100,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check(config: Config, threads: int) -> None:
+def _check(config: Config, threads: int, server: str) -> None:
     if not 1 <= threads <= 1024:
         raise ConfigError(f"--threads must be an integer from 1 to 1024, got {threads}")
+    if server == "granian":
+        from ._granian import available
+
+        if not available():
+            raise ConfigError(
+                "--server granian needs granian, which is not installed: install "
+                "cachecore-server[granian] (or pip install granian)"
+            )
+        if len(config.ports) != 1:
+            raise ConfigError(
+                f"--server granian serves one port, but {ENV_NAMES['port']} has "
+                f"{len(config.ports)}: use gunicorn or waitress for several"
+            )
     if config.auth == "token" and config.token is None:
         raise ConfigError(
             "no token is set: set one of "
@@ -163,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config, token=secrets.token_urlsafe(24), token_source="demo"
             )
             made_token = True
-        _check(config, args.threads)
+        _check(config, args.threads, args.server)
         redactor.hide(config.token)
 
         session = None

@@ -1,16 +1,18 @@
-"""Running the WSGI app under a real server: gunicorn (default) or waitress.
+"""Running the WSGI app under a real server: gunicorn (default), waitress or granian.
 
 The sidecar is one process holding one cache, so gunicorn runs a single ``gthread``
 worker with several threads, and the app is built before the worker is forked
 (``preload_app``) so that a bad setting stops start-up in the foreground instead
 of in a worker that gunicorn would keep restarting. waitress runs in this process.
+granian (an optional extra, ``_granian``) forks one worker from this process too.
 On SIGTERM or SIGINT either server stops taking connections at once (those already
 waiting in the listener's backlog are still served, later ones are refused),
 answers the requests under way, and exits within the graceful timeout.
 
 Both servers get the same limits (``_limits``): a bounded request, a time to send
 it in, and a number of connections beyond which a new one is answered 429. The
-worker of ``_gthread`` and the server of ``_waitress`` apply them.
+worker of ``_gthread`` and the server of ``_waitress`` apply them; granian applies
+only some of them, which ``_granian`` lists.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SERVERS = ("gunicorn", "waitress")
+SERVERS = ("gunicorn", "waitress", "granian")
 DEFAULT_THREADS = 8
 DEFAULT_GRACEFUL_TIMEOUT = 5.0
 #: Files the process needs open besides its client connections.
@@ -207,6 +209,20 @@ def serve(
     if server == "gunicorn":
         _serve_gunicorn(
             app, addresses, threads, graceful_timeout, request_timeout, max_connections
+        )
+    elif server == "granian":
+        from ._granian import serve_granian
+
+        if len(addresses) != 1:
+            raise ValueError(f"granian serves one port, got {len(addresses)}")
+        serve_granian(
+            app,
+            host,
+            ports[0],
+            threads,
+            graceful_timeout,
+            request_timeout,
+            max_connections,
         )
     else:
         _serve_waitress(
