@@ -17,7 +17,7 @@ nox.options.error_on_missing_interpreters = True
 
 PACKAGES = (
     "packages/cachecore",
-    "packages/server-falcon[demo]",
+    "packages/server-falcon[demo,granian]",
     "packages/lambda-ext",
     "packages/client-py",
 )
@@ -83,8 +83,7 @@ def bench(session: nox.Session) -> None:
     installs it with apt-get where it is missing and this runs as root; else a
     Python load generator, which the table names.
     """
-    packages = [p.replace("[demo]", "[demo,granian]") for p in PACKAGES]
-    editable = [arg for package in packages for arg in ("-e", package)]
+    editable = [arg for package in PACKAGES for arg in ("-e", package)]
     session.install(*editable, *BENCH_TOOLS)
     if shutil.which("wrk") is None and shutil.which("apt-get") and os.geteuid() == 0:
         session.run("apt-get", "update", "-qq", external=True, success_codes=[0, 100])
