@@ -81,6 +81,69 @@ def test_bound_evicts_the_least_recently_read_entry(fetcher, clock):
     assert len(fetcher.calls) == calls + 1
 
 
+def test_bound_evicts_in_exact_order_of_use_after_many_hits(fetcher, clock):
+    # More hits than the cache notes before it reorders: the order stays exact.
+    cache = make_cache(fetcher, clock, max_entries=3)
+    for key in ("a", "b", "c"):
+        cache.get(key)
+    for _ in range(1000):
+        cache.get("a")
+        cache.lookup("b")
+    cache.get("c")
+    cache.get("a")  # least recent now: b
+
+    cache.get("d")
+
+    calls = len(fetcher.calls)
+    for key in ("a", "c", "d"):
+        cache.get(key)
+    assert len(fetcher.calls) == calls
+    cache.get("b")
+    assert fetcher.calls[-1] == ("b", None, None)
+
+
+def test_stats_count_every_hit_exactly(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    cache.get("db")
+    for _ in range(1234):
+        cache.get("db")
+    for _ in range(10):
+        cache.lookup("db")
+
+    assert cache.stats().hits == 1244
+    cache.clear()
+    assert cache.stats().hits == 1244
+
+
+def test_hits_from_many_threads_are_all_counted(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    cache.get("db")
+
+    def read() -> None:
+        for _ in range(2000):
+            cache.get("db")
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert cache.stats().hits == 8 * 2000
+
+
+def test_a_value_stops_being_a_hit_at_its_expiry(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=60)
+    first = cache.get("db")
+    fetcher.rotate("db")
+
+    clock.advance(59.999)
+    assert cache.get("db") is first
+    clock.advance(0.001)
+    assert cache.get("db").secret_string == "db@1"
+
+
 def test_versions_and_stages_are_cached_apart(fetcher, clock):
     cache = make_cache(fetcher, clock)
 
