@@ -144,6 +144,46 @@ def test_a_value_stops_being_a_hit_at_its_expiry(fetcher, clock):
     assert cache.get("db").secret_string == "db@1"
 
 
+def test_lookup_hit_answers_only_a_fresh_current_version(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=60)
+
+    assert cache.lookup_hit("db") is None
+    assert fetcher.calls == []
+    cache.get("db")
+    cache.get("db", version_stage="AWSPREVIOUS")
+    clock.advance(12.5)
+    hit = cache.lookup_hit("db")
+    assert hit is not None
+    assert (hit.value.secret_string, hit.state, hit.age) == ("db@0", "hit", 12.5)
+    clock.advance(47.5)
+    assert cache.lookup_hit("db") is None
+
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.upstream_calls) == (1, 2, 2)
+
+
+def test_lookup_hit_leaves_a_key_due_for_refresh_ahead_to_lookup(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=100, refresh_ahead=0.2)
+    cache.get("db")
+
+    clock.advance(79)
+    assert cache.lookup_hit("db") is not None
+    clock.advance(1)
+    assert cache.lookup_hit("db") is None
+    assert len(fetcher.calls) == 1
+
+
+def test_lookup_hit_answers_nothing_once_a_revocation_drops_the_value(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=300)
+    cache.get("db")
+    fetcher.errors["db"] = SecretNotFoundError("gone", secret_id="db")
+
+    with pytest.raises(SecretNotFoundError):
+        cache.get("db", refresh=True)
+
+    assert cache.lookup_hit("db") is None
+
+
 def test_versions_and_stages_are_cached_apart(fetcher, clock):
     cache = make_cache(fetcher, clock)
 

@@ -421,18 +421,32 @@ class SecretCache:
     ) -> Lookup[SecretValue]:
         """Like ``get``, but also say how the value was come by and how old it is."""
         if version_id is None and version_stage is None and not refresh:
-            fresh = self._fresh.get(secret_id)
-            if fresh is not None:
-                now = self._clock()
-                if now < fresh[0]:
-                    touches = self._touches
-                    touches.append(fresh[2])
-                    if len(touches) > _MAX_TOUCHES:
-                        self._take_touches()
-                    value = fresh[1]
-                    return Lookup(value, "hit", now - value.fetched_at)
+            hit = self.lookup_hit(secret_id)
+            if hit is not None:
+                return hit
         key: CacheKey = ("secret", secret_id, version_id, version_stage)
         return cast(Lookup[SecretValue], self._lookup(key, refresh))
+
+    def lookup_hit(self, secret_id: str) -> Lookup[SecretValue] | None:
+        """The lookup of the current version of a secret if it is a fresh hit.
+
+        ``None`` where ``lookup`` would have more to do than answer from the cache
+        (a miss, an expired or stale value, a key backing off, or one due for
+        refresh-ahead): then nothing is called, counted or reordered. A hit is
+        counted, and makes the key the most recently used, as ``lookup``'s is.
+        """
+        fresh = self._fresh.get(secret_id)
+        if fresh is None:
+            return None
+        now = self._clock()
+        if now >= fresh[0]:
+            return None
+        touches = self._touches
+        touches.append(fresh[2])
+        if len(touches) > _MAX_TOUCHES:
+            self._take_touches()
+        value = fresh[1]
+        return Lookup(value, "hit", now - value.fetched_at)
 
     def get_parameter(
         self,
