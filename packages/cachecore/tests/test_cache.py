@@ -81,6 +81,109 @@ def test_bound_evicts_the_least_recently_read_entry(fetcher, clock):
     assert len(fetcher.calls) == calls + 1
 
 
+def test_bound_evicts_in_exact_order_of_use_after_many_hits(fetcher, clock):
+    # More hits than the cache notes before it reorders: the order stays exact.
+    cache = make_cache(fetcher, clock, max_entries=3)
+    for key in ("a", "b", "c"):
+        cache.get(key)
+    for _ in range(1000):
+        cache.get("a")
+        cache.lookup("b")
+    cache.get("c")
+    cache.get("a")  # least recent now: b
+
+    cache.get("d")
+
+    calls = len(fetcher.calls)
+    for key in ("a", "c", "d"):
+        cache.get(key)
+    assert len(fetcher.calls) == calls
+    cache.get("b")
+    assert fetcher.calls[-1] == ("b", None, None)
+
+
+def test_stats_count_every_hit_exactly(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    cache.get("db")
+    for _ in range(1234):
+        cache.get("db")
+    for _ in range(10):
+        cache.lookup("db")
+
+    assert cache.stats().hits == 1244
+    cache.clear()
+    assert cache.stats().hits == 1244
+
+
+def test_hits_from_many_threads_are_all_counted(fetcher, clock):
+    cache = make_cache(fetcher, clock)
+    cache.get("db")
+
+    def read() -> None:
+        for _ in range(2000):
+            cache.get("db")
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert cache.stats().hits == 8 * 2000
+
+
+def test_a_value_stops_being_a_hit_at_its_expiry(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=60)
+    first = cache.get("db")
+    fetcher.rotate("db")
+
+    clock.advance(59.999)
+    assert cache.get("db") is first
+    clock.advance(0.001)
+    assert cache.get("db").secret_string == "db@1"
+
+
+def test_lookup_hit_answers_only_a_fresh_current_version(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=60)
+
+    assert cache.lookup_hit("db") is None
+    assert fetcher.calls == []
+    cache.get("db")
+    cache.get("db", version_stage="AWSPREVIOUS")
+    clock.advance(12.5)
+    hit = cache.lookup_hit("db")
+    assert hit is not None
+    assert (hit.value.secret_string, hit.state, hit.age) == ("db@0", "hit", 12.5)
+    clock.advance(47.5)
+    assert cache.lookup_hit("db") is None
+
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.upstream_calls) == (1, 2, 2)
+
+
+def test_lookup_hit_leaves_a_key_due_for_refresh_ahead_to_lookup(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=100, refresh_ahead=0.2)
+    cache.get("db")
+
+    clock.advance(79)
+    assert cache.lookup_hit("db") is not None
+    clock.advance(1)
+    assert cache.lookup_hit("db") is None
+    assert len(fetcher.calls) == 1
+
+
+def test_lookup_hit_answers_nothing_once_a_revocation_drops_the_value(fetcher, clock):
+    cache = make_cache(fetcher, clock, ttl=300)
+    cache.get("db")
+    fetcher.errors["db"] = SecretNotFoundError("gone", secret_id="db")
+
+    with pytest.raises(SecretNotFoundError):
+        cache.get("db", refresh=True)
+
+    assert cache.lookup_hit("db") is None
+
+
 def test_versions_and_stages_are_cached_apart(fetcher, clock):
     cache = make_cache(fetcher, clock)
 

@@ -2,10 +2,10 @@
 
 The model is the policy written as plainly as possible: a dict of keys, each with
 its last value and its failures, and no threads. The machine drives the real cache
-and the model with the same gets, forced refreshes, rotations, failures of every
-class and clock advances, and after each read compares what a caller would see:
-the value, its state (hit, miss, stale), the error class, and whether the backend
-was called.
+(through ``lookup`` and ``get``) and the model with the same gets, forced
+refreshes, rotations, failures of every class and clock advances, and after each
+read compares what a caller would see: the value, its state (hit, miss, stale),
+the error class, and whether the backend was called.
 """
 
 from __future__ import annotations
@@ -179,6 +179,21 @@ class CacheMachine(RuleBasedStateMachine):
             )
             assert lookup.age == now - lookup.value.fetched_at
         assert actual == expected
+
+    @rule(key=st.sampled_from(KEYS), refresh=st.booleans())
+    def get(self, key: str, refresh: bool) -> None:
+        # get() answers a fresh hit by a path of its own: the value must agree.
+        now = self.clock()
+        outcome, expected, called = self.model.get(key, refresh, now)
+        calls = self.backend.calls
+        try:
+            value = self.cache.get(key, refresh=refresh)
+        except FetchError as exc:
+            actual = ("error", type(exc), self.backend.calls > calls)
+        else:
+            actual = ("value", value.secret_string, self.backend.calls > calls)
+        kind = "error" if outcome == "error" else "value"
+        assert actual == (kind, expected, called)
 
     @rule(key=st.sampled_from(KEYS))
     def rotate(self, key: str) -> None:

@@ -582,3 +582,108 @@ def test_an_overlong_parameter_version_is_400(ssm_client):
 
     assert result.status_code == 400
     assert parameters.calls == []
+
+
+# --- hits answered past Falcon ------------------------------------------------
+
+
+HITS = [
+    ("GET", "/cache", "name=db"),
+    ("POST", "/cache", "name=db"),
+    ("GET", "/cache", "name=blob"),
+    ("GET", "/secretsmanager/get", "secretId=db"),
+    ("GET", "/secretsmanager/get", "secretId=blob"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "query"), HITS)
+def test_a_hit_is_answered_as_the_miss_was_but_for_its_cache_headers(
+    client, method, path, query
+):
+    miss = client.simulate_request(method, path, query_string=query, headers=AUTH)
+    hit = client.simulate_request(method, path, query_string=query, headers=AUTH)
+
+    assert (miss.status, hit.status) == ("200 OK", "200 OK")
+    assert hit.content == miss.content
+    assert [name for name, _ in hit.headers.items()] == [
+        name for name, _ in miss.headers.items()
+    ]
+    assert dict(hit.headers) == {**miss.headers, "x-cache": "HIT"}
+
+
+def test_the_age_of_a_hit_is_whole_seconds_since_the_fetch(fetcher):
+    now = [1000.0]
+    config = Config(token=TOKEN, ttl=100, ttl_jitter=0)
+    cache = SecretCache(fetcher, config, clock=lambda: now[0])
+    client = falcon.testing.TestClient(create_app(cache, config))
+    client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+
+    ages = []
+    routes = (("/cache", "name=db"), ("/secretsmanager/get", "secretId=db"))
+    for step in (0.4, 0.6, 41.9, 58.1):
+        now[0] += step
+        for path, query in routes:
+            result = client.simulate_get(path, query_string=query, headers=AUTH)
+            ages.append((result.headers["x-cache"], result.headers["age"]))
+
+    assert ages == [("HIT", "0")] * 2 + [("HIT", "1")] * 2 + [("HIT", "42")] * 2 + [
+        ("MISS", "0"),
+        ("HIT", "0"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "headers", "status"),
+    [
+        ("GET", "secretId=db", {}, 401),
+        ("GET", "secretId=db", {TOKEN_HEADER: ""}, 401),
+        ("GET", "secretId=db", {TOKEN_HEADER: TOKEN + "x"}, 403),
+        ("GET", "secretId=db", {**AUTH, "X-Forwarded-For": "203.0.113.7"}, 400),
+        ("GET", "secretId=db", {**AUTH, "Forwarded": "for=203.0.113.7"}, 400),
+        ("POST", "secretId=db", AUTH, 405),
+        ("HEAD", "secretId=db", AUTH, 405),
+        ("GET", "secretId=db&refresh=1", AUTH, 400),
+        ("GET", "secretId=db%", AUTH, 400),
+        ("GET", "secretId=", AUTH, 400),
+        ("GET", "secretid=db", AUTH, 400),
+    ],
+)
+def test_a_cached_secret_is_refused_as_an_unknown_one_is(
+    client, method, query, headers, status
+):
+    client.simulate_get("/secretsmanager/get", query_string="secretId=db", headers=AUTH)
+
+    result = client.simulate_request(
+        method, "/secretsmanager/get", query_string=query, headers=headers
+    )
+
+    assert result.status_code == status
+    assert result.headers["cache-control"] == "no-store"
+    assert "x-cache" not in result.headers
+
+
+def test_a_hit_after_a_refresh_answers_the_new_value(fetcher, client):
+    client.simulate_get("/secretsmanager/get", query_string="secretId=db", headers=AUTH)
+    client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+    fetcher.values["db"] = SecretValue(name="db", secret_string="rotated")
+
+    client.simulate_get("/cache", query_string="name=db&refresh=1", headers=AUTH)
+    raw = client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+    aws = client.simulate_get(
+        "/secretsmanager/get", query_string="secretId=db", headers=AUTH
+    )
+
+    assert (raw.headers["x-cache"], raw.text) == ("HIT", "rotated")
+    assert (aws.headers["x-cache"], aws.json["SecretString"]) == ("HIT", "rotated")
+
+
+def test_a_hit_on_an_escaped_name_is_the_same_secret(fetcher, client):
+    fetcher.values["a+b/c"] = SecretValue(name="a+b/c", secret_string="plus")
+    client.simulate_get("/cache", query_string="name=a%2Bb%2Fc", headers=AUTH)
+
+    plain = client.simulate_get("/cache", query_string="name=a+b/c", headers=AUTH)
+    escaped = client.simulate_get("/cache", query_string="name=a%2Bb%2Fc", headers=AUTH)
+
+    assert (plain.headers["x-cache"], plain.text) == ("HIT", "plus")
+    assert (escaped.headers["x-cache"], escaped.text) == ("HIT", "plus")
+    assert fetcher.calls == [("a+b/c", None, None)]

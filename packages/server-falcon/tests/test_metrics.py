@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import falcon.testing
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -120,6 +122,33 @@ def test_metrics_count_lookups_requests_and_entries():
     missing = (("method", "GET"), ("route", "/secretsmanager/get"), ("status", "404"))
     assert found[(requests, missing)] == 1
     assert NAME not in answer.text and "missing-1" not in answer.text
+
+
+def test_every_answer_from_many_threads_is_counted_once():
+    client = make_client()
+    client.simulate_get(f"/cache?name={NAME}", headers=AUTH)  # warm: then hits
+
+    def ask(times: int) -> None:
+        for _ in range(times):
+            client.simulate_get(f"/cache?name={NAME}", headers=AUTH)
+            client.simulate_get("/cache", headers=AUTH)  # 400: no name
+
+    threads = [threading.Thread(target=ask, args=(150,)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    mid = samples(scrape(client).text)  # a scrape while they run loses nothing
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    first, second = samples(scrape(client).text), samples(scrape(client).text)
+
+    requests = "cachecore_http_requests_total"
+    hits = (("method", "GET"), ("route", "/cache"), ("status", "200"))
+    bad = (("method", "GET"), ("route", "/cache"), ("status", "400"))
+    assert 1 <= mid[(requests, hits)] <= first[(requests, hits)]
+    assert (first[(requests, hits)], first[(requests, bad)]) == (901, 900)
+    assert first[(requests, hits)] == second[(requests, hits)]
+    assert first[("cachecore_cache_hits_total", ())] == 900
 
 
 def test_two_apps_in_one_process_count_apart():

@@ -26,6 +26,13 @@ thread of its own, and a caller waits for it at most ``upstream_timeout`` second
 in all (botocore's own retries included): then it gets the stored value marked
 stale, if one is within ``max_stale``, or ``UpstreamTimeoutError``, while the call
 goes on and its outcome is recorded when it ends.
+
+A fresh hit on a secret's current version takes no lock: ``get`` and ``lookup``
+read an immutable record of the value and the end of its freshness from a dict
+that only the locked code writes. Such a hit appends its key to a list of
+touches, which the locked code applies to the recency order (and counts as hits)
+before it reorders or evicts anything or reads the counters: the eviction order
+stays exactly that of least recent use, and ``stats()`` stays exact.
 """
 
 from __future__ import annotations
@@ -75,6 +82,9 @@ MAX_VERSION_ID_CHARS = 64
 PREFETCH_BATCH = 20
 _MAX_BACKOFF_EXPONENT = 64
 _NEVER = -math.inf
+#: A lock-free hit applies the touches once this many are waiting, so that the
+#: list stays short even when nothing else takes the lock.
+_MAX_TOUCHES = 256
 
 State = Literal["hit", "miss", "stale"]
 
@@ -235,6 +245,10 @@ class _Entry:
         self.updated = 0  # the cache's sequence number when an outcome was recorded
 
 
+#: What a lock-free hit reads: (fresh until, value, key). Replaced, never changed.
+_Fresh = tuple[float, SecretValue, CacheKey]
+
+
 class _Flight:
     """One call to the fetcher that several callers wait on."""
 
@@ -301,6 +315,12 @@ class SecretCache:
         self._backoff_errors = 0
         self._evictions = 0
         self._timed_out = 0
+        #: Current versions of secrets that a hit may answer without the lock, by
+        #: secret id; written with the lock held only (see ``_publish``).
+        self._fresh: dict[str, _Fresh] = {}
+        #: Keys read by lock-free hits, one per hit, since the recency order and
+        #: ``_hits`` last took them in (see ``_apply_touches``).
+        self._touches: list[CacheKey] = []
         #: How long a caller waits for a call to the fetcher, at most.
         self._wait = config.upstream_timeout
         #: A caller that finds a call running this long already, and has a value
@@ -336,6 +356,14 @@ class SecretCache:
         the last forced refresh of the key, the value that one fetched is
         returned). Raises ``FetchError`` subclasses.
         """
+        if version_id is None and version_stage is None and not refresh:
+            fresh = self._fresh.get(secret_id)
+            if fresh is not None and self._clock() < fresh[0]:
+                touches = self._touches
+                touches.append(fresh[2])
+                if len(touches) > _MAX_TOUCHES:
+                    self._take_touches()
+                return fresh[1]
         return self.lookup(
             secret_id,
             version_id=version_id,
@@ -400,8 +428,33 @@ class SecretCache:
         refresh: bool = False,
     ) -> Lookup[SecretValue]:
         """Like ``get``, but also say how the value was come by and how old it is."""
+        if version_id is None and version_stage is None and not refresh:
+            hit = self.lookup_hit(secret_id)
+            if hit is not None:
+                return hit
         key: CacheKey = ("secret", secret_id, version_id, version_stage)
         return cast(Lookup[SecretValue], self._lookup(key, refresh))
+
+    def lookup_hit(self, secret_id: str) -> Lookup[SecretValue] | None:
+        """The lookup of the current version of a secret if it is a fresh hit.
+
+        ``None`` where ``lookup`` would have more to do than answer from the cache
+        (a miss, an expired or stale value, a key backing off, or one due for
+        refresh-ahead): then nothing is called, counted or reordered. A hit is
+        counted, and makes the key the most recently used, as ``lookup``'s is.
+        """
+        fresh = self._fresh.get(secret_id)
+        if fresh is None:
+            return None
+        now = self._clock()
+        if now >= fresh[0]:
+            return None
+        touches = self._touches
+        touches.append(fresh[2])
+        if len(touches) > _MAX_TOUCHES:
+            self._take_touches()
+        value = fresh[1]
+        return Lookup(value, "hit", now - value.fetched_at)
 
     def get_parameter(
         self,
@@ -466,7 +519,7 @@ class SecretCache:
                 if entry.error is not None and (
                     now < entry.retry_at or self._capped(entry, now, refresh)
                 ):
-                    self._entries.move_to_end(key)
+                    self._touch(key)
                     self._backoff_errors += 1
                     error: BaseException = entry.error
                     _raise(error)
@@ -516,17 +569,59 @@ class SecretCache:
         age = now - value.fetched_at
         capped = refresh and self._capped(entry, now, refresh)
         if now < entry.expires_at and (not refresh or capped):
-            self._entries.move_to_end(key)
+            self._touch(key)
             self._hits += 1
             if self._ahead and not refresh and now >= entry.ahead_at:
                 self._refresh_ahead(key, entry, now)
             return Lookup(value, "hit", age)
         failing = now < entry.retry_at or (capped and entry.error is not None)
         if failing and now < entry.expires_at + self._config.max_stale:
-            self._entries.move_to_end(key)
+            self._touch(key)
             self._stale += 1
             return Lookup(value, "stale", age)
         return None
+
+    def _touch(self, key: CacheKey) -> None:
+        """Make ``key`` the most recently used (lock held)."""
+        if self._touches:
+            self._apply_touches()
+        self._entries.move_to_end(key)
+
+    def _apply_touches(self) -> None:
+        """Take the lock-free hits into the recency order and the count (lock held).
+
+        Hits append while this runs: only the touches it saw are removed. A key
+        evicted since its hit is skipped.
+        """
+        touches = self._touches
+        seen = len(touches)
+        batch = touches[:seen]
+        del touches[:seen]
+        self._hits += seen
+        entries = self._entries
+        # Each key once, at its last touch, in the order of those last touches.
+        for key in reversed(dict.fromkeys(reversed(batch))):
+            if key in entries:
+                entries.move_to_end(key)
+
+    def _take_touches(self) -> None:
+        with self._lock:
+            self._apply_touches()
+
+    def _publish(self, key: CacheKey, entry: _Entry | None) -> None:
+        """Offer the entry's value to lock-free hits, or withdraw it (lock held).
+
+        Only a secret's current version (no version id or stage) is offered. Its
+        hits end at the entry's expiry, or where refresh-ahead starts (from then
+        on the locked path answers, and starts the refresh).
+        """
+        if key[0] != "secret" or key[2] is not None or key[3] is not None:
+            return
+        if entry is None or entry.value is None:
+            self._fresh.pop(key[1], None)
+            return
+        until = entry.ahead_at if self._ahead else entry.expires_at
+        self._fresh[key[1]] = (until, entry.value, key)
 
     def _capped(self, entry: _Entry, now: float, refresh: bool) -> bool:
         """Whether a forced refresh must not call: one called too recently."""
@@ -668,6 +763,7 @@ class SecretCache:
         full_ttl = self._parameter_ttl if key[0] == "parameter" else self._ttl
         if full_ttl <= 0:
             self._entries.pop(key, None)
+            self._publish(key, None)
             return
         entry = self._entries.get(key)
         if entry is None:
@@ -684,7 +780,8 @@ class SecretCache:
         entry.refreshed_at = now if forced else _NEVER
         self._sequence += 1
         entry.updated = self._sequence
-        self._entries.move_to_end(key)
+        self._publish(key, entry)
+        self._touch(key)
         self._evict()
 
     def _record_failure(
@@ -701,7 +798,7 @@ class SecretCache:
         entry.updated = self._sequence
         if forced:
             entry.refreshed_at = now
-        self._entries.move_to_end(key)
+        self._touch(key)
         self._evict()
         value = entry.value
         if not error.transient:
@@ -709,6 +806,7 @@ class SecretCache:
                 logger.info("%s: %s, dropping the cached value", key[1], error.code)
             entry.value = None
             entry.expires_at = _NEVER
+            self._publish(key, None)
             return None
         if value is None or now >= entry.expires_at + self._config.max_stale:
             return None
@@ -728,8 +826,10 @@ class SecretCache:
         return min(delay, config.backoff_max_seconds)
 
     def _evict(self) -> None:
+        # Called after _touch, which took in the lock-free hits' touches.
         while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            key, _ = self._entries.popitem(last=False)
+            self._publish(key, None)
             self._evictions += 1
 
     def prefetch(
@@ -835,6 +935,7 @@ class SecretCache:
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
         with self._lock:
+            self._apply_touches()
             return CacheStats(
                 hits=self._hits,
                 misses=self._misses,
@@ -854,7 +955,9 @@ class SecretCache:
     def clear(self) -> None:
         """Forget every cached value and failure (fetches under way still finish)."""
         with self._lock:
+            self._apply_touches()  # counts the hits they stand for
             self._entries.clear()
+            self._fresh.clear()
 
     def close(self) -> None:
         """Forget everything, stop background refreshes, close the fetcher."""

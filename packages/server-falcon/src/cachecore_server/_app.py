@@ -9,6 +9,12 @@ Prometheus text format, to the token sent either way. Every error, whatever
 raised it, is rendered by one handler from one table, so a route cannot answer
 with a status or body shape of its own.
 
+The answer given most, a fresh hit on ``/cache?name=`` or
+``/secretsmanager/get?secretId=`` in its plainest form, takes a lane of its own
+past Falcon (``_HitLane``): the same checks, counts and bytes, with the bodies
+rendered once per stored value. Everything else, and anything the lane is unsure
+of, goes through Falcon.
+
 Query strings are parsed here rather than by Falcon, because a secret name must
 reach Secrets Manager exactly as sent: ``%XX`` escapes are decoded as UTF-8 and
 ``+`` stays a plus sign (secret names may hold ``+`` but never a space, and the
@@ -27,6 +33,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes
+from wsgiref.types import StartResponse, WSGIEnvironment
 
 import falcon
 
@@ -326,31 +333,67 @@ def secret_document(value: SecretValue) -> dict[str, Any]:
     return document
 
 
+class _Bodies:
+    """The bodies last rendered for each name, kept while the value is the same.
+
+    A value is recognised by identity: the cache hands out the same object until
+    it fetches anew. At most ``max_names`` names are kept; past that, all are
+    forgotten, so no old value outlives many fetches here.
+    """
+
+    def __init__(self, max_names: int) -> None:
+        self._max_names = max_names
+        self._json: dict[str, tuple[SecretValue, bytes]] = {}
+        self._raw: dict[str, tuple[SecretValue, str, bytes]] = {}
+
+    def secret_json(self, name: str, value: SecretValue) -> bytes:
+        """The GetSecretValue JSON of ``value``, as ``/secretsmanager/get`` answers."""
+        kept = self._json.get(name)
+        if kept is not None and kept[0] is value:
+            return kept[1]
+        body = json.dumps(secret_document(value)).encode("utf-8")
+        if len(self._json) >= self._max_names:
+            self._json.clear()
+        self._json[name] = (value, body)
+        return body
+
+    def raw(self, name: str, value: SecretValue) -> tuple[str, bytes]:
+        """The content type and body of ``value`` as ``/cache`` answers it."""
+        kept = self._raw.get(name)
+        if kept is not None and kept[0] is value:
+            return kept[1], kept[2]
+        if value.secret_binary is not None:
+            content_type, body = _BINARY, value.secret_binary
+        else:
+            # surrogatepass: a lone surrogate in a JSON secret must not fail the answer
+            body = (value.secret_string or "").encode("utf-8", "surrogatepass")
+            content_type = _PLAIN
+        if len(self._raw) >= self._max_names:
+            self._raw.clear()
+        self._raw[name] = (value, content_type, body)
+        return content_type, body
+
+
 class _LegacyCache:
     """``/cache?name=N&refresh=0|1``: the Go cache server's dialect."""
 
     _PARAMS = ("name", "refresh", "versionId", "versionStage")
 
-    def __init__(self, cache: _Lookups) -> None:
+    def __init__(self, cache: _Lookups, bodies: _Bodies) -> None:
         self._cache = cache
+        self._bodies = bodies
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = parse_query(req.query_string, self._PARAMS)
+        name = _required(params, "name")
         lookup = self._cache.lookup(
-            _required(params, "name"),
+            name,
             version_id=_optional(params, "versionId"),
             version_stage=_optional(params, "versionStage"),
             refresh=_flag(params, "refresh"),
         )
 
-        value = lookup.value
-        if value.secret_binary is not None:
-            resp.content_type = _BINARY
-            resp.data = value.secret_binary
-        else:
-            resp.content_type = _PLAIN
-            # surrogatepass: a lone surrogate in a JSON secret must not fail the answer
-            resp.data = (value.secret_string or "").encode("utf-8", "surrogatepass")
+        resp.content_type, resp.data = self._bodies.raw(name, lookup.value)
         _cache_headers(resp, lookup)
 
     on_post = on_get
@@ -358,6 +401,7 @@ class _LegacyCache:
 
 def _answer_secret(
     cache: _Lookups,
+    bodies: _Bodies,
     resp: falcon.Response,
     secret_id: str,
     params: dict[str, str],
@@ -370,7 +414,7 @@ def _answer_secret(
     )
 
     resp.content_type = _JSON
-    resp.data = json.dumps(secret_document(lookup.value)).encode("utf-8")
+    resp.data = bodies.secret_json(secret_id, lookup.value)
     _cache_headers(resp, lookup)
 
 
@@ -379,12 +423,14 @@ class _AwsSecret:
 
     _PARAMS = ("secretId", "versionId", "versionStage", "refreshNow")
 
-    def __init__(self, cache: _Lookups) -> None:
+    def __init__(self, cache: _Lookups, bodies: _Bodies) -> None:
         self._cache = cache
+        self._bodies = bodies
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = parse_query(req.query_string, self._PARAMS)
-        _answer_secret(self._cache, resp, _required(params, "secretId"), params)
+        secret_id = _required(params, "secretId")
+        _answer_secret(self._cache, self._bodies, resp, secret_id, params)
 
 
 class _AwsSecretPath:
@@ -396,8 +442,9 @@ class _AwsSecretPath:
 
     _PARAMS = ("versionId", "versionStage", "refreshNow")
 
-    def __init__(self, cache: _Lookups) -> None:
+    def __init__(self, cache: _Lookups, bodies: _Bodies) -> None:
         self._cache = cache
+        self._bodies = bodies
 
     def on_get(
         self, req: falcon.Request, resp: falcon.Response, secret_id: str = ""
@@ -410,7 +457,7 @@ class _AwsSecretPath:
             _bad_parameter("the secret id in the path is not UTF-8")
         if not secret_id:
             _bad_parameter("the path must name a secret: /v1/<secret id>")
-        _answer_secret(self._cache, resp, secret_id, params)
+        _answer_secret(self._cache, self._bodies, resp, secret_id, params)
 
 
 class _Parameter:
@@ -551,6 +598,107 @@ class _Guard:
                 )
 
 
+#: Where a WSGI server puts the headers the lane reads, as ``get_header`` finds them.
+_TOKEN_ENVIRON = "HTTP_" + TOKEN_HEADER.upper().replace("-", "_")
+_REFUSED_ENVIRON = tuple(
+    "HTTP_" + header.upper().replace("-", "_") for header in _REFUSED_HEADERS
+)
+#: The routes of the lane: path -> (the one parameter of its query, JSON answer?).
+_HIT_ROUTES = {"/secretsmanager/get": ("secretId=", True), "/cache": ("name=", False)}
+
+
+class _HitLane:
+    """Answers a fresh hit asked for in the plainest form, or leaves it to Falcon.
+
+    The plainest form is a method the route answers, on exactly ``/cache`` or
+    ``/secretsmanager/get``, whose query is ``name=`` or ``secretId=`` and an
+    ASCII name without ``%`` or ``&`` (which ``parse_query`` reads as it is),
+    with the right token, if one is required, and no forwarding header. The lane
+    makes ``_Guard``'s checks, counts what ``_RequestCounter`` and ``_Lookups``
+    count, and answers the headers and bytes the route would. For anything else
+    ``answer`` gives ``None`` having done nothing, and Falcon answers.
+    """
+
+    def __init__(
+        self, cache: SecretCache, config: Config, metrics: Metrics, bodies: _Bodies
+    ) -> None:
+        self._cache = cache
+        self._metrics = metrics
+        self._bodies = bodies
+        token = config.token if config.auth == "token" else None
+        self._required = config.auth == "token"
+        self._token = token.encode("utf-8") if token else None
+
+    def answer(
+        self, env: WSGIEnvironment
+    ) -> tuple[list[tuple[str, str]], bytes] | None:
+        """The headers and body of a hit, counted; ``None`` to leave it to Falcon.
+
+        The environ's values are ``str``, as PEP 3333 has them and Falcon reads them.
+        """
+        path: str = env.get("PATH_INFO", "")
+        route = _HIT_ROUTES.get(path)
+        if route is None:
+            return None
+        method: str = env.get("REQUEST_METHOD", "")
+        if method not in ROUTE_METHODS[path]:
+            return None
+        if self._required:
+            sent: str | None = env.get(_TOKEN_ENVIRON)
+            if not sent or self._token is None:
+                return None
+            if not hmac.compare_digest(sent.encode("latin-1", "replace"), self._token):
+                return None
+        if _REFUSED_ENVIRON[0] in env or _REFUSED_ENVIRON[1] in env:
+            return None
+        prefix, as_json = route
+        query: str = env.get("QUERY_STRING", "")
+        if not query.startswith(prefix):
+            return None
+        name = query[len(prefix) :]
+        if not name or "%" in name or "&" in name or not name.isascii():
+            return None
+
+        found = self._cache.lookup_hit(name)
+        if found is None:
+            return None
+
+        self._metrics.count_lookup("secret", name, "hit")
+        if as_json:
+            content_type, body = _JSON, self._bodies.secret_json(name, found.value)
+        else:
+            content_type, body = self._bodies.raw(name, found.value)
+        self._metrics.count_request(path, method, 200)
+        return [
+            ("cache-control", "no-store"),
+            ("content-type", content_type),
+            ("x-cache", "HIT"),
+            ("age", str(int(found.age))),
+            ("content-length", str(len(body))),
+        ], body
+
+
+class _App(falcon.App[falcon.Request, falcon.Response]):
+    """Falcon's app, with the lane for hits in front of it."""
+
+    __slots__ = ("_lane",)
+
+    def __init__(self, lane: _HitLane, middleware: list[Any]) -> None:
+        super().__init__(middleware=middleware)
+        self._lane = lane
+
+    def __call__(
+        self, env: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Answer a request: a hit in the lane, anything else by Falcon."""
+        answer = self._lane.answer(env)
+        if answer is None:
+            return super().__call__(env, start_response)
+        headers, body = answer
+        start_response("200 OK", headers)
+        return [body]
+
+
 def _bearer_token(authorization: str | None) -> str | None:
     if authorization and authorization[: len(_BEARER)].lower() == _BEARER:
         return authorization[len(_BEARER) :].strip() or None
@@ -646,12 +794,13 @@ def create_app(
         if callable(add_observer):
             add_observer(metrics.observe_fetch)
     lookups = _Lookups(cache, metrics)
+    bodies = _Bodies(config.max_entries)
 
     middleware: list[Any] = [_RequestCounter(metrics), _Guard(config)]
-    app = falcon.App(middleware=middleware)
-    app.add_route("/cache", _LegacyCache(lookups))
-    app.add_route("/secretsmanager/get", _AwsSecret(lookups))
-    app.add_route("/v1/{secret_id:path}", _AwsSecretPath(lookups))
+    app = _App(_HitLane(cache, config, metrics, bodies), middleware)
+    app.add_route("/cache", _LegacyCache(lookups, bodies))
+    app.add_route("/secretsmanager/get", _AwsSecret(lookups, bodies))
+    app.add_route("/v1/{secret_id:path}", _AwsSecretPath(lookups, bodies))
     app.add_route("/systemsmanager/parameters/get", _Parameter(lookups))
     app.add_route("/openapi.json", _OpenApi())
     app.add_route("/ping", _Ping())

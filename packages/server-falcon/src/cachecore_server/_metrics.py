@@ -16,13 +16,17 @@ one), so several apps in one process keep apart. It holds:
 Every label has a bounded set of values: the routes and methods are fixed lists,
 and error codes beyond ``MAX_ERROR_CODES`` distinct ones are counted as
 ``other``.
+
+Requests are counted on every answer, so their count takes no lock: each series
+has a ``_Tally`` that answers add to, folded into the counter at each scrape.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -108,6 +112,31 @@ class CacheCollector(Collector):
         )
 
 
+class _Tally:
+    """A count that threads add to without a lock, folded into a counter's child.
+
+    ``add`` takes a number from an ``itertools.count``; ``fold`` reads the count
+    by taking one too, and adds to the child what was added since the last fold.
+    """
+
+    __slots__ = ("_child", "_counter", "_folded", "_reads", "add")
+
+    def __init__(self, child: Counter) -> None:
+        self._child = child
+        self._counter = itertools.count()
+        self.add: Callable[[], int] = self._counter.__next__
+        self._reads = 0
+        self._folded = 0
+
+    def fold(self) -> None:
+        """Bring the child up to date; one caller at a time."""
+        added = next(self._counter) - self._reads
+        self._reads += 1
+        if added > self._folded:
+            self._child.inc(added - self._folded)
+            self._folded = added
+
+
 class Metrics:
     """The registry of one app, and the counters the app and its fetchers feed."""
 
@@ -142,6 +171,10 @@ class Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         self._lock = threading.Lock()
+        #: A tally for each series of ``_requests`` in use, made with its child on
+        #: first use (so series keep the order of their first answer). Bounded as
+        #: the labels are.
+        self._tallies: dict[tuple[str, str, int], _Tally] = {}
         self._codes: set[str] = set()
         self._named: set[tuple[str, str]] = set()
         self._max_named = min(config.max_entries, MAX_NAMED)
@@ -182,7 +215,14 @@ class Metrics:
     def count_request(self, route: str, method: str, status: int) -> None:
         """Count one answer of the app; ``route`` is a template, never a path."""
         method = method if method in _METHODS else "other"
-        self._requests.labels(route, method, str(status)).inc()
+        tally = self._tallies.get((route, method, status))
+        if tally is None:
+            with self._lock:
+                tally = self._tallies.get((route, method, status))
+                if tally is None:
+                    child = self._requests.labels(route, method, str(status))
+                    tally = self._tallies[(route, method, status)] = _Tally(child)
+        tally.add()
 
     def count_lookup(self, kind: str, name: str, result: str) -> None:
         """Count one lookup by name, when names are counted at all."""
@@ -200,4 +240,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """Everything in the registry, in the text format 0.0.4."""
+        with self._lock:
+            for tally in self._tallies.values():
+                tally.fold()
         return generate_latest(self.registry)
