@@ -11,7 +11,7 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["lint", "types", "tests", "soak"]
+nox.options.sessions = ["lint", "types", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -45,23 +45,31 @@ def _install_packages(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit tests of each package, then the end-to-end tests with real processes."""
+    """Unit tests of each package, the end-to-end tests, then the soak.
+
+    With arguments (``nox -s tests -- -k name``), only pytest with them.
+    """
     _install_packages(session)
     session.run("pytest", *session.posargs)
+    if not session.posargs:
+        _soak(session)
 
 
 @nox.session
 def soak(session: nox.Session) -> None:
-    """About a minute per server of load, faults and rotations (tests/soak_run.py)."""
+    """About 45 s per server of load, faults and rotations (tests/soak_run.py)."""
     _install_packages(session)
-    report = "dist/soak-report.jsonl"
+    _soak(session, *session.posargs)
+
+
+def _soak(session: nox.Session, *args: str) -> None:
     session.run("python", "-c", "import os; os.makedirs('dist', exist_ok=True)")
     session.run(
         "pytest",
         "tests/soak_run.py",
         "-s",
-        *session.posargs,
-        env={"CACHECORE_SOAK_REPORT": report},
+        *args,
+        env={"CACHECORE_SOAK_REPORT": "dist/soak-report.jsonl"},
     )
 
 

@@ -1,8 +1,9 @@
 """A bounded soak of the sidecar: steady load over 100 secrets while the fault
-proxy injects faults and the secrets rotate in moto, about a minute per server.
+proxy injects faults and the secrets rotate in moto, about 45 s per server.
 
-Run by ``nox -s soak`` (and so by ``./dev test``), not by the default test run: its
-file name is not ``test_*``. Everything is on loopback, bounded in time, and
+Run by ``nox -s soak``, and by ``nox -s tests`` (so ``./dev test``) after the
+other tests; a plain ``pytest`` does not collect it: its file name is not
+``test_*``. Everything is on loopback, bounded in time, and
 stopped by its own pid. Checks:
 
 - every 200 is a value that secret held at some time;
@@ -34,7 +35,7 @@ from cachecore_server import TOKEN_HEADER
 
 SECRETS = 100
 CLIENTS = 8
-DURATION = float(os.environ.get("CACHECORE_SOAK_SECONDS", "55"))
+DURATION = float(os.environ.get("CACHECORE_SOAK_SECONDS", "45"))
 WARM_UP = 10.0
 QUIET_END = 4.0  # no faults at the end, so that threads settle before counting
 TIMEOUT = 1.0  # CACHECORE_UPSTREAM_TIMEOUT
