@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -26,14 +24,12 @@ REGION = "us-east-1"
 TOKEN = "bench-token-not-a-secret"
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from support import free_port, stop  # noqa: E402
+from support import sidecar_env as _test_env  # noqa: E402
+
 START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """A port nothing listens on now, on loopback."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
@@ -48,17 +44,6 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> Non
         except OSError:
             time.sleep(0.01)
     raise RuntimeError(f"{what} did not listen on {port} in {START_TIMEOUT}s")
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM to this one pid, then SIGKILL to it if it does not exit in time."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def rss_kib(pid: int) -> int:
@@ -123,23 +108,8 @@ def create_secrets(url: str, names: list[str], value: str) -> None:
 
 
 def sidecar_env(moto_url: str, **settings: str) -> dict[str, str]:
-    """The environment of a sidecar in front of moto, with no AWS settings leaking."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CACHECORE_", "AWS_"))
-    }
-    env.update(
-        AWS_ACCESS_KEY_ID="bench-key",
-        AWS_SECRET_ACCESS_KEY="bench-secret",
-        AWS_REGION=REGION,
-        AWS_ENDPOINT_URL_SECRETS_MANAGER=moto_url,
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        CACHECORE_TOKEN=TOKEN,
-    )
-    env.update(settings)
-    return env
+    """The tests' sidecar environment in front of moto, with the bench's token."""
+    return _test_env(moto_url, CACHECORE_TOKEN=TOKEN, **settings)
 
 
 @dataclass

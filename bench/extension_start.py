@@ -22,18 +22,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from common import rss_kib  # noqa: E402
 from lambda_emulator import ExtensionsAPI  # noqa: E402
 from support import HOST, free_port, sidecar_env, wait_for_port  # noqa: E402
 
 TOKEN = "bench-session-token"
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def get(port: int, target: str) -> int:

@@ -249,6 +249,20 @@ class FaultProxy:
         with self._lock:
             return self._counts[operation]
 
+    def wait_calls(self, operation: str, count: int, timeout: float = 10.0) -> None:
+        """Return once ``count`` requests for ``operation`` have arrived.
+
+        Raises ``TimeoutError`` if they have not within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while self.calls(operation) < count:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{self.calls(operation)} of {count} {operation} calls "
+                    f"arrived within {timeout:g}s"
+                )
+            time.sleep(0.005)
+
     def reset_counts(self) -> None:
         """Set every count of ``calls()`` back to zero."""
         with self._lock:

@@ -38,10 +38,6 @@ def secret_target(name: str) -> str:
     return f"/secretsmanager/get?secretId={name}"
 
 
-def wait_expired(seconds: float) -> None:
-    time.sleep(seconds)
-
-
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_throttling_storm_is_answered_stale_with_calls_bounded_by_the_backoff(
     moto_url, secretsmanager, unique, start_sidecar, proxy, server
@@ -60,7 +56,7 @@ def test_a_throttling_storm_is_answered_stale_with_calls_bounded_by_the_backoff(
         ),
     )
     assert sidecar.get(secret_target(name), headers=AUTH).status == 200
-    wait_expired(1.1)
+    time.sleep(1.1)  # the 1 s TTL runs out: only the clock can do that
     proxy.fail(GET, "throttle")
     proxy.reset_counts()
 
@@ -97,7 +93,7 @@ def test_500s_are_answered_stale_when_cached_and_502_when_not(
         server=server, env=env_through(proxy, moto_url, CACHECORE_TTL="1")
     )
     assert sidecar.get(secret_target(cached), headers=AUTH).status == 200
-    wait_expired(1.1)
+    time.sleep(1.1)  # the 1 s TTL runs out: only the clock can do that
     proxy.fail(GET, "error500")
 
     stale = sidecar.get(secret_target(cached), headers=AUTH)
@@ -123,7 +119,7 @@ def test_latency_beyond_the_timeout_is_504_within_the_timeout(
         ),
     )
     assert sidecar.get(secret_target(cached), headers=AUTH).status == 200
-    wait_expired(1.1)
+    time.sleep(1.1)  # the 1 s TTL runs out: only the clock can do that
     proxy.delay(GET, 4.0)
 
     began = time.monotonic()
@@ -161,8 +157,7 @@ def test_a_black_hole_is_504_within_the_bound_and_ping_and_other_keys_answer(
     holders = [threading.Thread(target=hole) for _ in range(3)]
     for holder in holders:
         holder.start()
-    while proxy.calls(GET) < 2:  # the warm read, then the black-holed call
-        time.sleep(0.01)
+    proxy.wait_calls(GET, 2)  # the warm read, then the black-holed call
     during = [sidecar.get("/ping") for _ in range(5)]
     warm_answer = sidecar.get(secret_target(warm), headers=AUTH)
     for holder in holders:

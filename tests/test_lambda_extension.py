@@ -264,9 +264,7 @@ def test_shutdown_with_five_slow_requests_in_flight_exits_0_inside_2s(
     readers = [threading.Thread(target=read, args=(n,)) for n in names]
     for reader in readers:
         reader.start()
-    deadline = time.monotonic() + 10
-    while proxy.calls("GetSecretValue") < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proxy.wait_calls("GetSecretValue", 5, timeout=10)
     assert proxy.calls("GetSecretValue") == 5, "the requests never reached upstream"
 
     extension.api.shutdown("spindown")  # deadline: 2 s from now
@@ -468,9 +466,7 @@ def test_shutdown_with_a_hung_request_exits_before_the_event_deadline(
     extension.ready()
     proxy.black_hole("GetSecretValue")
     _read_in_background(extension, name)
-    deadline = time.monotonic() + 5
-    while proxy.calls("GetSecretValue") < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proxy.wait_calls("GetSecretValue", 1, timeout=5)
 
     sent = time.monotonic()
     extension.api.shutdown("spindown")  # deadline: 2 s from now
@@ -493,9 +489,7 @@ def test_sigterm_with_a_hung_request_exits_within_the_shutdown_timeout(
     extension.ready()
     proxy.black_hole("GetSecretValue")
     _read_in_background(extension, name)
-    deadline = time.monotonic() + 5
-    while proxy.calls("GetSecretValue") < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proxy.wait_calls("GetSecretValue", 1, timeout=5)
 
     sent = time.monotonic()
     extension.process.send_signal(signal.SIGTERM)
@@ -537,9 +531,7 @@ def test_a_request_that_finishes_during_the_drain_logs_no_error(
     answers = []
     reader = threading.Thread(target=lambda: answers.append(extension.secret(name)))
     reader.start()
-    deadline = time.monotonic() + 5
-    while proxy.calls("GetSecretValue") < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proxy.wait_calls("GetSecretValue", 1, timeout=5)
 
     extension.api.shutdown("spindown")
     assert extension.process.wait(timeout=10) == 0

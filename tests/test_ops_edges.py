@@ -110,9 +110,7 @@ def test_gunicorn_stops_within_a_fractional_shutdown_timeout(
                 pass
 
         threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + 10
-        while proxy.calls("GetSecretValue") < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        proxy.wait_calls("GetSecretValue", 1, timeout=10)
         sent = time.monotonic()
         sidecar.process.send_signal(signal.SIGTERM)
         assert sidecar.process.wait(timeout=15) == 0

@@ -50,9 +50,7 @@ def test_sigterm_lets_requests_under_way_finish_then_exits_0(
     readers = [threading.Thread(target=read, args=(n,)) for n in names]
     for reader in readers:
         reader.start()
-    deadline = time.monotonic() + 10
-    while proxy.calls("GetSecretValue") < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proxy.wait_calls("GetSecretValue", 5, timeout=10)
     assert proxy.calls("GetSecretValue") == 5
 
     sidecar.process.send_signal(signal.SIGTERM)
@@ -79,8 +77,7 @@ def test_after_sigterm_new_connections_are_refused_not_left_hanging(
         )
     )
     reader.start()
-    while proxy.calls("GetSecretValue") < 1:
-        time.sleep(0.01)
+    proxy.wait_calls("GetSecretValue", 1)
 
     sidecar.process.send_signal(signal.SIGTERM)
     # While the slow request is still under way, a new connection is refused, or,
@@ -119,8 +116,7 @@ def test_a_request_stuck_upstream_does_not_hold_the_stop_past_its_timeout(
         daemon=True,
     )
     reader.start()
-    while proxy.calls("GetSecretValue") < 1:
-        time.sleep(0.01)
+    proxy.wait_calls("GetSecretValue", 1)
 
     sent = time.monotonic()
     sidecar.process.send_signal(signal.SIGTERM)
