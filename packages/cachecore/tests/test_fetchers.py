@@ -67,6 +67,22 @@ def test_fetch_maps_the_response_to_a_secret_value(client):
     assert value.created_date == created
 
 
+def test_timestamps_are_kept_in_utc_whatever_zone_botocore_gave(client):
+    eastern = dt.timezone(dt.timedelta(hours=-5))
+    created = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=eastern)
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_secret_value",
+            {"Name": "prod/db", "SecretString": SENTINEL, "CreatedDate": created},
+        )
+        value = SecretsManagerFetcher(client).fetch("prod/db")
+
+    assert value.created_date == created
+    assert value.created_date is not None
+    assert value.created_date.tzinfo is dt.UTC
+    assert value.created_date.hour == 8
+
+
 def test_fetch_keeps_binary_bytes_exactly(client):
     payload = bytes(range(256))
     with Stubber(client) as stub:

@@ -687,3 +687,41 @@ def test_a_hit_on_an_escaped_name_is_the_same_secret(fetcher, client):
     assert (plain.headers["x-cache"], plain.text) == ("HIT", "plus")
     assert (escaped.headers["x-cache"], escaped.text) == ("HIT", "plus")
     assert fetcher.calls == [("a+b/c", None, None)]
+
+
+def test_kept_bodies_stay_within_their_byte_budget_and_hits_stay_right(fetcher):
+    from cachecore_server._app import BODY_BUDGET, _Bodies
+
+    bodies = _Bodies(max_names=10_000)
+    values = [
+        SecretValue(name=f"big-{i}", secret_string=f"{i:04d}" + "x" * 4092)
+        for i in range(1000)
+    ]
+    for value in values:
+        bodies.secret_json(value.name, value)
+        bodies.raw(value.name, value)
+        assert bodies.size <= BODY_BUDGET
+
+    # Every body is still the right one, whether kept or rendered again.
+    for value in values[::97]:
+        assert json.loads(bodies.secret_json(value.name, value))["SecretString"] == (
+            value.secret_string
+        )
+        assert bodies.raw(value.name, value) == ("text/plain; charset=utf-8", (
+            value.secret_string or ""
+        ).encode())
+
+
+def test_a_binary_secret_body_is_the_value_itself_and_costs_no_budget():
+    from cachecore_server._app import _Bodies
+
+    bodies = _Bodies(max_names=10)
+    blob = SecretValue(name="blob", secret_binary=b"\x00" * 100_000)
+
+    content_type, body = bodies.raw("blob", blob)
+
+    assert (content_type, body is blob.secret_binary, bodies.size) == (
+        "application/octet-stream",
+        True,
+        0,
+    )

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import time
+from datetime import UTC, datetime
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -241,8 +242,20 @@ def _to_value(response: Mapping[str, Any], secret_id: str) -> SecretValue:
         version_stages=tuple(response.get("VersionStages") or ()),
         secret_string=response.get("SecretString"),
         secret_binary=bytes(binary) if binary is not None else None,
-        created_date=response.get("CreatedDate"),
+        created_date=_in_utc(response.get("CreatedDate")),
     )
+
+
+def _in_utc(moment: Any) -> datetime | None:
+    """A timestamp of botocore's as the same instant in UTC.
+
+    botocore gives each parsed timestamp a time zone object of its own; a cached
+    value keeps it for as long as it is cached, some 400 bytes per entry.
+    ``datetime.UTC`` is one object for all of them.
+    """
+    if not isinstance(moment, datetime):
+        return None
+    return moment if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 _NO_REGION = (
@@ -542,5 +555,5 @@ class ParameterStoreFetcher(_ClientFetcher):
             source_result=parameter.get("SourceResult"),
             arn=parameter.get("ARN"),
             data_type=parameter.get("DataType"),
-            last_modified_date=parameter.get("LastModifiedDate"),
+            last_modified_date=_in_utc(parameter.get("LastModifiedDate")),
         )

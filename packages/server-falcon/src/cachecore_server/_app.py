@@ -28,6 +28,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from importlib import resources
@@ -81,6 +82,8 @@ _FALSE = frozenset({"0", "false"})
 _RETRY_AFTER_SECONDS = "1"
 _MAX_ECHO = 64
 _MAX_VERSION_DIGITS = 18  # a parameter version is a 64-bit number at most
+#: The bytes of rendered bodies the app keeps for hits, in all (see ``_Bodies``).
+BODY_BUDGET = 512 * 1024
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 #: The methods each route answers; any other method is a 405 naming these.
@@ -337,14 +340,39 @@ class _Bodies:
     """The bodies last rendered for each name, kept while the value is the same.
 
     A value is recognised by identity: the cache hands out the same object until
-    it fetches anew. At most ``max_names`` names are kept; past that, all are
-    forgotten, so no old value outlives many fetches here.
+    it fetches anew. A kept body is a second copy of its secret, so the copies are
+    bounded in bytes, not only in names: at most ``budget`` bytes and
+    ``max_names`` names in all. Storing past either bound forgets every kept body
+    first, so no old value outlives many fetches here; the hottest names are
+    rendered again on their next read. A binary secret answered as it is costs
+    no copy and is not counted.
     """
 
-    def __init__(self, max_names: int) -> None:
+    def __init__(self, max_names: int, budget: int = BODY_BUDGET) -> None:
         self._max_names = max_names
+        self._budget = budget
+        self._size = 0
+        self._lock = threading.Lock()
         self._json: dict[str, tuple[SecretValue, bytes]] = {}
         self._raw: dict[str, tuple[SecretValue, str, bytes]] = {}
+
+    def _keep(self, kept: dict[str, Any], name: str, entry: tuple[Any, ...]) -> None:
+        """Store ``entry`` (whose last item is the body) under ``name`` in ``kept``."""
+        body: bytes = entry[-1]
+        size = 0 if body is entry[0].secret_binary else len(body)
+        if size > self._budget:
+            return
+        with self._lock:
+            old = kept.pop(name, None)
+            if old is not None and old[-1] is not old[0].secret_binary:
+                self._size -= len(old[-1])
+            names = len(self._json) + len(self._raw)
+            if self._size + size > self._budget or names >= self._max_names:
+                self._json.clear()
+                self._raw.clear()
+                self._size = 0
+            kept[name] = entry
+            self._size += size
 
     def secret_json(self, name: str, value: SecretValue) -> bytes:
         """The GetSecretValue JSON of ``value``, as ``/secretsmanager/get`` answers."""
@@ -352,9 +380,7 @@ class _Bodies:
         if kept is not None and kept[0] is value:
             return kept[1]
         body = json.dumps(secret_document(value)).encode("utf-8")
-        if len(self._json) >= self._max_names:
-            self._json.clear()
-        self._json[name] = (value, body)
+        self._keep(self._json, name, (value, body))
         return body
 
     def raw(self, name: str, value: SecretValue) -> tuple[str, bytes]:
@@ -368,10 +394,13 @@ class _Bodies:
             # surrogatepass: a lone surrogate in a JSON secret must not fail the answer
             body = (value.secret_string or "").encode("utf-8", "surrogatepass")
             content_type = _PLAIN
-        if len(self._raw) >= self._max_names:
-            self._raw.clear()
-        self._raw[name] = (value, content_type, body)
+        self._keep(self._raw, name, (value, content_type, body))
         return content_type, body
+
+    @property
+    def size(self) -> int:
+        """The bytes of the bodies kept now (binary secrets not counted)."""
+        return self._size
 
 
 class _LegacyCache:
