@@ -707,9 +707,10 @@ def test_kept_bodies_stay_within_their_byte_budget_and_hits_stay_right(fetcher):
         assert json.loads(bodies.secret_json(value.name, value))["SecretString"] == (
             value.secret_string
         )
-        assert bodies.raw(value.name, value) == ("text/plain; charset=utf-8", (
-            value.secret_string or ""
-        ).encode())
+        assert bodies.raw(value.name, value) == (
+            "text/plain; charset=utf-8",
+            (value.secret_string or "").encode(),
+        )
 
 
 def test_a_binary_secret_body_is_the_value_itself_and_costs_no_budget():

@@ -23,8 +23,8 @@ import logging
 import os
 import re
 import time
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._config import DEFAULT_UPSTREAM_TIMEOUT, Config
