@@ -26,7 +26,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import MultiSocketServer, TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 from waitress.trigger import trigger
 from waitress.utilities import Error
 
@@ -107,10 +107,27 @@ class _ErrorTask(ErrorTask):  # type: ignore[misc]
         self.write(body)
 
 
+class _Task(WSGITask):  # type: ignore[misc]
+    """waitress's task, but for a path that starts with several slashes.
+
+    waitress makes ``//v1/x`` the ``PATH_INFO`` ``/v1/x``; gunicorn and granian
+    keep the slashes, and the app answers such a path 404 rather than route it.
+    """
+
+    def get_environment(self) -> dict[str, Any]:
+        """The environ, with the path's leading slashes as they were sent."""
+        environ: dict[str, Any] = super().get_environment()
+        path: str = self.request.path
+        if path.startswith("//") and not self.channel.server.adj.url_prefix:
+            environ["PATH_INFO"] = path
+        return environ
+
+
 class _Channel(HTTPChannel):  # type: ignore[misc]
     """A connection with a deadline for its next request while it is not served."""
 
     parser_class = _Parser
+    task_class = _Task
     error_task_class = _ErrorTask
     will_close: bool
     close_when_flushed: bool
