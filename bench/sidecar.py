@@ -18,6 +18,8 @@ CONNECTIONS = (1, 4, 16)
 NAME = "bench/sidecar-hot"
 TARGET = f"/secretsmanager/get?secretId={NAME}"
 THREADS = 8
+#: The floors of a server other than one WSGI app: (result key, extra arguments).
+FLOORS = {"granian": (("floor", ["wsgi"]), ("floor_rsgi", ["rsgi"]))}
 
 
 def servers() -> list[str]:
@@ -41,7 +43,10 @@ def _points(port: int, target: str, seconds: float) -> dict[str, Any]:
 
 
 def run(moto_url: str, seconds: float) -> dict[str, Any]:
-    """``{server: {"sidecar": {conns: point}, "floor": {conns: point}}}``."""
+    """``{server: {"sidecar": {conns: point}, "floor": {conns: point}, ...}}``.
+
+    granian has a second floor, ``floor_rsgi``.
+    """
     create_secrets(moto_url, [NAME], "s" * 150)
     results: dict[str, Any] = {}
     for server in servers():
@@ -50,15 +55,18 @@ def run(moto_url: str, seconds: float) -> dict[str, Any]:
             status, _ = get(running.port, TARGET)
             assert status == 200, status
             sidecar_points = _points(running.port, TARGET, seconds)
-        port = free_port()
-        command = [
-            sys.executable,
-            str(HERE / "floor_server.py"),
-            server,
-            str(port),
-            str(THREADS),
-        ]
-        with run_server(command, {}, port) as floor:
-            floor_points = _points(floor.port, TARGET, seconds)
-        results[server] = {"sidecar": sidecar_points, "floor": floor_points}
+        results[server] = {"sidecar": sidecar_points}
+        # granian's floors are those of its WSGI interface and of its RSGI one.
+        for key, extra in FLOORS.get(server, (("floor", []),)):
+            port = free_port()
+            command = [
+                sys.executable,
+                str(HERE / "floor_server.py"),
+                server,
+                str(port),
+                str(THREADS),
+                *extra,
+            ]
+            with run_server(command, {}, port) as floor:
+                results[server][key] = _points(floor.port, TARGET, seconds)
     return results

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,17 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 TOKEN = "sentinel-token-e2e-Vb3"
 START_TIMEOUT = 30.0
+
+#: granian is an optional extra; it gives the app's answers but not the limits of
+#: the other two servers (see cachecore_server._granian), so it joins the tests of
+#: the app's answers only.
+GRANIAN = pytest.param(
+    "granian",
+    marks=pytest.mark.skipif(
+        find_spec("granian") is None,
+        reason="granian is not installed (the cachecore-server[granian] extra)",
+    ),
+)
 
 
 def free_port() -> int:

@@ -12,13 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from faultproxy import FaultProxy
-from support import TOKEN, sidecar_env
+from support import GRANIAN, TOKEN, sidecar_env
 
 from cachecore_server import TOKEN_HEADER
 
 AUTH = {TOKEN_HEADER: TOKEN}
 GET = "GetSecretValue"
-SERVERS = ["gunicorn", "waitress"]
+SERVERS = ["gunicorn", "waitress", GRANIAN]
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import TOKEN, sidecar_env
+from support import GRANIAN, TOKEN, sidecar_env
 
 from cachecore_server import TOKEN_HEADER
 
 AUTH = {TOKEN_HEADER: TOKEN}
 ALLOWED = string.ascii_letters + string.digits + "/_+=.@-"
-SERVERS = ["gunicorn", "waitress"]
+SERVERS = ["gunicorn", "waitress", GRANIAN]
 
 
 @pytest.fixture(scope="module", params=SERVERS)

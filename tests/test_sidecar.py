@@ -9,23 +9,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from importlib.util import find_spec
 
 import pytest
-from support import TOKEN, sidecar_env
+from support import GRANIAN, TOKEN, sidecar_env
 
 from cachecore_server import TOKEN_HEADER
 
 SERVERS = ["gunicorn", "waitress"]
-#: granian is an optional extra; it applies the app's answers, not the limits of
-#: the other two (see cachecore_server._granian), so only the app's tests run on it.
-GRANIAN = pytest.param(
-    "granian",
-    marks=pytest.mark.skipif(
-        find_spec("granian") is None,
-        reason="granian is not installed (the cachecore-server[granian] extra)",
-    ),
-)
 APP_SERVERS = [*SERVERS, GRANIAN]
 
 

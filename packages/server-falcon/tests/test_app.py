@@ -726,3 +726,28 @@ def test_a_binary_secret_body_is_the_value_itself_and_costs_no_budget():
         True,
         0,
     )
+
+
+def test_the_lane_answers_each_name_right_past_the_names_it_remembers(fetcher):
+    from cachecore_server._app import _MAX_NAMES
+
+    config = Config(token=TOKEN, max_entries=_MAX_NAMES + 500)
+    cache = SecretCache(fetcher, config)
+    app = create_app(cache, config)
+    names = [f"n{i}" for i in range(_MAX_NAMES + 100)]
+    for name in names:
+        fetcher.values[name] = SecretValue(name=name, secret_string=f"value of {name}")
+        cache.get(name)
+
+    for _ in range(2):
+        bodies = []
+        for name in names:
+            answer = app.lane.answer_request(
+                "/cache", "GET", TOKEN, False, f"name={name}"
+            )
+            assert answer is not None
+            bodies.append(answer[1])
+        assert bodies == [f"value of {name}".encode() for name in names]
+    assert app.lane.answer_request("/cache", "GET", "wrong", False, "name=n1") is None
+    assert app.lane.answer_request("/cache", "GET", None, False, "name=n1") is None
+    assert app.lane.answer_request("/cache", "GET", "tøken", False, "name=n1") is None

@@ -443,6 +443,13 @@ class SecretCache:
         refresh-ahead): then nothing is called, counted or reordered. A hit is
         counted, and makes the key the most recently used, as ``lookup``'s is.
         """
+        found = self.fresh_hit(secret_id)
+        if found is None:
+            return None
+        return Lookup(found[0], "hit", found[1])
+
+    def fresh_hit(self, secret_id: str) -> tuple[SecretValue, float] | None:
+        """``lookup_hit`` as a plain pair: the value and its age in seconds."""
         fresh = self._fresh.get(secret_id)
         if fresh is None:
             return None
@@ -454,7 +461,7 @@ class SecretCache:
         if len(touches) > _MAX_TOUCHES:
             self._take_touches()
         value = fresh[1]
-        return Lookup(value, "hit", now - value.fetched_at)
+        return value, now - value.fetched_at
 
     def get_parameter(
         self,

@@ -633,7 +633,20 @@ _REFUSED_ENVIRON = tuple(
     "HTTP_" + header.upper().replace("-", "_") for header in _REFUSED_HEADERS
 )
 #: The routes of the lane: path -> (the one parameter of its query, JSON answer?).
-_HIT_ROUTES = {"/secretsmanager/get": ("secretId=", True), "/cache": ("name=", False)}
+_HIT_ROUTES = {
+    "/secretsmanager/get": ("secretId=", True, ROUTE_METHODS["/secretsmanager/get"]),
+    "/cache": ("name=", False, ROUTE_METHODS["/cache"]),
+}
+#: The header fields of hits, made once: the ``Age`` of the first hour's ages too.
+_MAX_AGE_TEXT = 3600
+_AGES = [("age", str(age)) for age in range(_MAX_AGE_TEXT)]
+_NO_STORE = ("cache-control", "no-store")
+_HIT = ("x-cache", "HIT")
+_JSON_TYPE = ("content-type", _JSON)
+_PLAIN_TYPE = ("content-type", _PLAIN)
+_BINARY_TYPE = ("content-type", _BINARY)
+#: The most queries the lane remembers the names of.
+_MAX_NAMES = 4096
 
 
 class _HitLane:
@@ -656,7 +669,10 @@ class _HitLane:
         self._bodies = bodies
         token = config.token if config.auth == "token" else None
         self._required = config.auth == "token"
-        self._token = token.encode("utf-8") if token else None
+        # compare_digest takes str as well as bytes, if both are ASCII; a token
+        # that is not is compared by Falcon's route, as bytes.
+        self._token = token if token and token.isascii() else None
+        self._names: dict[str, str] = {}
 
     def answer(
         self, env: WSGIEnvironment
@@ -665,46 +681,79 @@ class _HitLane:
 
         The environ's values are ``str``, as PEP 3333 has them and Falcon reads them.
         """
-        path: str = env.get("PATH_INFO", "")
+        return self.answer_request(
+            env.get("PATH_INFO", ""),
+            env.get("REQUEST_METHOD", ""),
+            env.get(_TOKEN_ENVIRON),
+            _REFUSED_ENVIRON[0] in env or _REFUSED_ENVIRON[1] in env,
+            env.get("QUERY_STRING", ""),
+        )
+
+    def answer_request(
+        self,
+        path: str,
+        method: str,
+        token: str | None,
+        forwarded: bool,
+        query: str,
+    ) -> tuple[list[tuple[str, str]], bytes] | None:
+        """``answer`` of a request given by its parts, for servers without an environ.
+
+        ``token`` is the token header as sent (``None`` if absent, or sent more than
+        once), and ``forwarded`` whether a forwarding header came.
+        """
         route = _HIT_ROUTES.get(path)
-        if route is None:
+        if route is None or forwarded:
             return None
-        method: str = env.get("REQUEST_METHOD", "")
-        if method not in ROUTE_METHODS[path]:
+        prefix, as_json, methods = route
+        if method not in methods:
             return None
         if self._required:
-            sent: str | None = env.get(_TOKEN_ENVIRON)
-            if not sent or self._token is None:
+            try:  # TypeError: no token, or one that is not ASCII
+                if not hmac.compare_digest(token, self._token):  # type: ignore[type-var]
+                    return None
+            except TypeError:
                 return None
-            if not hmac.compare_digest(sent.encode("latin-1", "replace"), self._token):
+        name = self._names.get(query)
+        if name is None:
+            name = self._plain_name(query, prefix)
+            if name is None:
                 return None
-        if _REFUSED_ENVIRON[0] in env or _REFUSED_ENVIRON[1] in env:
+
+        found = self._cache.fresh_hit(name)
+        if found is None:
             return None
-        prefix, as_json = route
-        query: str = env.get("QUERY_STRING", "")
+        value, age = found
+        self._metrics.count_hit(path, method, name)
+        if as_json:
+            content_type, body = _JSON_TYPE, self._bodies.secret_json(name, value)
+        else:
+            raw_type, body = self._bodies.raw(name, value)
+            content_type = _PLAIN_TYPE if raw_type == _PLAIN else _BINARY_TYPE
+        return [
+            _NO_STORE,
+            content_type,
+            _HIT,
+            _AGES[int(age)] if age < _MAX_AGE_TEXT else ("age", str(int(age))),
+            ("content-length", str(len(body))),
+        ], body
+
+    def _plain_name(self, query: str, prefix: str) -> str | None:
+        """The name a query of the plainest form asks for, remembered; else ``None``.
+
+        The query (with its parameter) is the key, so ``name=x`` and ``secretId=x``
+        are remembered apart. At most ``_MAX_NAMES`` are kept; past that, all are
+        forgotten.
+        """
         if not query.startswith(prefix):
             return None
         name = query[len(prefix) :]
         if not name or "%" in name or "&" in name or not name.isascii():
             return None
-
-        found = self._cache.lookup_hit(name)
-        if found is None:
-            return None
-
-        self._metrics.count_lookup("secret", name, "hit")
-        if as_json:
-            content_type, body = _JSON, self._bodies.secret_json(name, found.value)
-        else:
-            content_type, body = self._bodies.raw(name, found.value)
-        self._metrics.count_request(path, method, 200)
-        return [
-            ("cache-control", "no-store"),
-            ("content-type", content_type),
-            ("x-cache", "HIT"),
-            ("age", str(int(found.age))),
-            ("content-length", str(len(body))),
-        ], body
+        if len(self._names) >= _MAX_NAMES:
+            self._names.clear()
+        self._names[query] = name
+        return name
 
 
 class _App(falcon.App[falcon.Request, falcon.Response]):
@@ -715,6 +764,11 @@ class _App(falcon.App[falcon.Request, falcon.Response]):
     def __init__(self, lane: _HitLane, middleware: list[Any]) -> None:
         super().__init__(middleware=middleware)
         self._lane = lane
+
+    @property
+    def lane(self) -> _HitLane:
+        """The lane, for a server that hands requests over by their parts."""
+        return self._lane
 
     def __call__(
         self, env: WSGIEnvironment, start_response: StartResponse
