@@ -84,9 +84,12 @@ def one_start(command: list[str], env: dict[str, str], secret: str) -> dict[str,
 
 
 def memory(
-    command: list[str], env: dict[str, str], names: list[str]
+    command: list[str], env: dict[str, str], names: list[str], warm: str | None = None
 ) -> tuple[int, int]:
-    """RSS in KiB when idle after init, and after reading each of ``names`` once."""
+    """RSS in KiB when idle after init, and after reading each of ``names`` once.
+
+    With ``warm``, idle is after that secret (not one of ``names``) was read twice.
+    """
     port = free_port()
     with ExtensionsAPI() as api:
         run_env = dict(
@@ -99,6 +102,8 @@ def memory(
             api.wait_registered(30)
             api.wait_waiting(30)
             get(port, "/ping")
+            for _ in range(2 if warm else 0):
+                assert get(port, f"/secretsmanager/get?secretId={warm}") == 200
             time.sleep(0.5)
             idle = rss_kib(process.pid)
             for name in names:

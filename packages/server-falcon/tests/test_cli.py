@@ -107,3 +107,15 @@ def test_granian_with_several_ports_stops_start_with_exit_2(monkeypatch, capsys)
     assert main(["--server", "granian"]) == 2
 
     assert "CACHECORE_PORT" in capsys.readouterr().err
+
+
+def test_malloc_arenas_are_limited_unless_the_user_set_their_own(monkeypatch):
+    import sys as _sys
+
+    from cachecore_server._entry import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    # glibc (this test's platform) has mallopt; elsewhere nothing is done.
+    assert limit_malloc_arenas() is _sys.platform.startswith("linux")
