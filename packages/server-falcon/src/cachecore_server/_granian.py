@@ -131,9 +131,7 @@ class Bridge:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
-        """Answer one request (granian calls this for each)."""
-        if scope.proto != "http":
-            return
+        """Answer one request (granian calls this for each; websockets are off)."""
         headers = scope.headers
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BODY:
