@@ -203,8 +203,11 @@ def test_bad_setting_stops_start_before_binding(moto_url):
     assert TOKEN not in done.stderr + done.stdout
 
 
-def test_start_log_hides_the_token(moto_url, start_sidecar):
-    sidecar = start_sidecar(env=sidecar_env(moto_url, CACHECORE_TOKEN=TOKEN))
+@pytest.mark.parametrize("server", SERVERS)
+def test_start_log_hides_the_token(moto_url, start_sidecar, server):
+    sidecar = start_sidecar(
+        server=server, env=sidecar_env(moto_url, CACHECORE_TOKEN=TOKEN)
+    )
     assert sidecar.get("/ping").status == 200
     sidecar.stop()
 
@@ -254,15 +257,16 @@ def test_longest_secret_id_percent_encoded_gets_an_api_answer(
     assert "at most 2048 bytes" in json.loads(too_long.body)["message"]
 
 
+@pytest.mark.parametrize("server", SERVERS)
 def test_debug_log_holds_no_secret_value_and_no_token(
-    moto_url, secretsmanager, unique, start_sidecar
+    moto_url, secretsmanager, unique, start_sidecar, server
 ):
     sentinel = "sentinel-secret-in-debug-log-Q4"
     name = unique("debug")
     secretsmanager.create_secret(Name=name, SecretString=sentinel)
     env = sidecar_env(moto_url)
     env["AWS_SESSION_TOKEN"] = TOKEN  # both the AWS session token and the HTTP token
-    sidecar = start_sidecar("--log-level", "DEBUG", env=env)
+    sidecar = start_sidecar("--log-level", "DEBUG", server=server, env=env)
     auth = {TOKEN_HEADER: TOKEN}
 
     reads = [
