@@ -10,6 +10,7 @@ import json
 import os
 import time
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 from support import TOKEN, sidecar_env
@@ -201,6 +202,45 @@ def test_bad_setting_stops_start_before_binding(moto_url):
         done.stderr
     )
     assert TOKEN not in done.stderr + done.stdout
+
+
+def children_of(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    ("server", "runs", "workers"),
+    [(None, "waitress", 0), ("gunicorn", "gunicorn", 1)],
+    ids=["no --server", "--server gunicorn"],
+)
+def test_no_server_option_runs_waitress_in_one_process_gunicorn_forks_a_worker(
+    moto_url, start_sidecar, server, runs, workers
+):
+    sidecar = start_sidecar(
+        server=server, env=sidecar_env(moto_url, CACHECORE_AUTH="none")
+    )
+    assert sidecar.get("/ping").status == 200  # answered: gunicorn's worker is up
+    children = children_of(sidecar.process.pid)
+    assert sidecar.stop() == 0
+
+    lines = sidecar.output().splitlines()
+    starts = [line for line in lines if " cachecore_server: starting " in line]
+    assert len(starts) == 1
+    assert f" cachecore_server: starting {runs} with 8 threads: " in starts[0]
+    assert len(children) == workers, children
+    if runs == "waitress":
+        served = f"waitress serving on http://127.0.0.1:{sidecar.port}"
+        assert any(line.endswith(served) for line in lines), lines
+        assert not any(" gunicorn." in line for line in lines), lines
+    else:
+        assert any(
+            line.endswith(f"Booting worker with pid: {children[0]}") for line in lines
+        ), lines
 
 
 @pytest.mark.parametrize("server", SERVERS)
