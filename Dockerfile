@@ -48,8 +48,9 @@ COPY --from=build /src/packaging/healthcheck.py /opt/cachecore/healthcheck.py
 # networking, and in a Kubernetes pod, the containers share one network
 # namespace: the application reaches the sidecar on 127.0.0.1 and nothing
 # outside the task or pod can. To serve other hosts, set CACHECORE_HOST.
-# TMPDIR: gunicorn keeps its worker's heartbeat file there; /dev/shm is a tmpfs
-# that stays writable under a read-only root file system (/tmp is the fallback).
+# TMPDIR: under --server gunicorn, gunicorn keeps its worker's heartbeat file
+# there (the default server, waitress, writes no file); /dev/shm is a tmpfs that
+# stays writable under a read-only root file system (/tmp is the fallback).
 ENV PATH=/opt/cachecore/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -29,6 +29,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from support import free_port, stop  # noqa: E402
 from support import sidecar_env as _test_env  # noqa: E402
 
+from cachecore_server._serve import DEFAULT_SERVER  # noqa: E402
+
 START_TIMEOUT = 30.0
 
 
@@ -147,7 +149,7 @@ def run_server(command: list[str], env: dict[str, str], port: int) -> Iterator[S
 
 @contextlib.contextmanager
 def sidecar(
-    moto_url: str, server: str = "gunicorn", threads: int = 8, **settings: str
+    moto_url: str, server: str = DEFAULT_SERVER, threads: int = 8, **settings: str
 ) -> Iterator[Server]:
     """cachecore-server with ``--server server`` in front of moto."""
     port = free_port()

@@ -30,7 +30,7 @@ import load  # noqa: E402
 import memory  # noqa: E402
 import sidecar  # noqa: E402
 import upstream  # noqa: E402
-from common import moto_server  # noqa: E402
+from common import DEFAULT_SERVER, moto_server  # noqa: E402
 
 PACKAGES = (
     "cachecore-secrets",
@@ -145,11 +145,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
         "<= 3x",
         tail <= 3,
     )
+    default_server = results["default_server"]
     add(
         "default server is the table's best",
-        f"default gunicorn; fastest at 16 connections: {fastest}",
+        f"default {default_server}; fastest at 16 connections: {fastest}",
         "the default is the best for a sidecar (README says why)",
-        fastest == "gunicorn",
+        fastest == default_server,
     )
 
     up = results["upstream"]
@@ -176,10 +177,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
 
     mem = results["memory"]
     raw = mem["raw_kib"]
-    default = mem["sidecar"]["gunicorn"]
+    default = mem["sidecar"][default_server]
     grown = default["full_tree_kib"] - default["idle_tree_kib"]
     add(
-        "sidecar (gunicorn) RSS added by 1000 secrets of 4 KiB",
+        f"sidecar ({default_server}) RSS added by 1000 secrets of 4 KiB",
         f"{grown / 1024:.1f} MiB = {grown / raw:.2f}x raw",
         "<= 2x raw",
         grown <= 2 * raw,
@@ -287,7 +288,7 @@ def markdown(results: dict[str, Any]) -> str:
     up = results["upstream"]
     out += [
         "",
-        "## Upstream calls (gunicorn, the default)",
+        f"## Upstream calls ({up['server']}, the default)",
         "",
         "Counted by the sidecar's `cachecore_upstream_calls_total`.",
         "",
@@ -426,7 +427,11 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
-    results: dict[str, Any] = {"machine": machine(), "seconds": args.seconds}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "seconds": args.seconds,
+        "default_server": DEFAULT_SERVER,
+    }
     results["machine"]["load_average_start"] = " / ".join(
         f"{x:.2f}" for x in os.getloadavg()
     )

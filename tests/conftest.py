@@ -68,13 +68,16 @@ def _sidecars(moto_url: str) -> Iterator[Callable[..., Sidecar]]:
     logs = tempfile.TemporaryDirectory()
 
     def start(
-        *args: str, server: str = "gunicorn", env: dict[str, str] | None = None
+        *args: str, server: str | None = None, env: dict[str, str] | None = None
     ) -> Sidecar:
+        """``server`` is passed as ``--server``; ``None`` leaves the command's own
+        default, as a user who names no server gets it."""
         port = free_port()
         log = Path(logs.name) / f"sidecar-{port}.log"
+        choice = ["--server", server] if server is not None else []
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [*server_command(), "--server", server, "--port", str(port), *args],
+                [*server_command(), *choice, "--port", str(port), *args],
                 env=env if env is not None else sidecar_env(moto_url),
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
@@ -82,7 +85,8 @@ def _sidecars(moto_url: str) -> Iterator[Callable[..., Sidecar]]:
             )
         sidecar = Sidecar(port, process, log)
         started.append(sidecar)
-        wait_for_port(port, process, f"cachecore-server ({server})", log)
+        named = server if server is not None else "no --server"
+        wait_for_port(port, process, f"cachecore-server ({named})", log)
         return sidecar
 
     yield start

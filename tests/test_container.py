@@ -208,7 +208,7 @@ def test_dockerfile_adds_nothing_from_the_network_and_keeps_secrets_out():
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["PATH"].startswith(f"{IMAGE_VENV}/bin:")
-    assert env["TMPDIR"] == "/dev/shm", "gunicorn's heartbeat file, on a tmpfs"
+    assert env["TMPDIR"] == "/dev/shm", "--server gunicorn's heartbeat, on a tmpfs"
 
 
 def test_dockerfile_final_stage_installs_the_wheels_of_the_build_stage_only():
@@ -352,21 +352,29 @@ def files_under(*roots: Path) -> set[Path]:
     return {path for root in roots for path in root.rglob("*")}
 
 
-def worker_tmp_files(pid: int) -> list[str]:
-    """Files that the gunicorn worker (a child of ``pid``) holds open."""
-    children = [
+def children_of(pid: int) -> list[int]:
+    return [
         int(child)
         for task in Path(f"/proc/{pid}/task").iterdir()
         for child in (task / "children").read_text().split()
     ]
+
+
+def open_files(*pids: int) -> list[str]:
+    """What the processes ``pids`` hold open."""
     names = []
-    for child in children:
-        for fd in Path(f"/proc/{child}/fd").iterdir():
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
             try:
                 names.append(os.readlink(fd))
             except OSError:
                 continue
     return names
+
+
+def worker_tmp_files(pid: int) -> list[str]:
+    """Files that the gunicorn worker (a child of ``pid``) holds open."""
+    return open_files(*children_of(pid))
 
 
 def kubernetes_secret_volume(directory: Path, **files: str) -> Path:
@@ -380,8 +388,13 @@ def kubernetes_secret_volume(directory: Path, **files: str) -> Path:
     return directory / next(iter(files))
 
 
+# The image's entry point as it stands (the default server, waitress), and with
+# the one option that changes what is written: gunicorn's worker heartbeat.
+@pytest.mark.parametrize(
+    "options", [(), ("--server", "gunicorn")], ids=["entry point", "gunicorn"]
+)
 def test_installed_server_serves_a_secret_and_passes_the_healthcheck(
-    image_venv, moto_url, secretsmanager, unique, tmp_path
+    image_venv, moto_url, secretsmanager, unique, tmp_path, options
 ):
     name = unique("container/db")
     secretsmanager.create_secret(Name=name, SecretString='{"password": "in-image"}')
@@ -419,7 +432,11 @@ def test_installed_server_serves_a_secret_and_passes_the_healthcheck(
 
     with log.open("wb") as sink:
         server = subprocess.Popen(
-            [program], env=env, cwd=work, stdout=sink, stderr=subprocess.STDOUT
+            [program, *options],
+            env=env,
+            cwd=work,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for_port(port, server, "cachecore-server from the image venv", log)
@@ -434,12 +451,19 @@ def test_installed_server_serves_a_secret_and_passes_the_healthcheck(
         assert answer.status == 200, answer.text
         assert json.loads(answer.secret_string) == {"password": "in-image"}
         assert healthcheck() == 0
-        held = worker_tmp_files(server.pid)
-        assert any(f.startswith(f"{scratch}/wgunicorn-") for f in held), held
+        if options:
+            held = worker_tmp_files(server.pid)
+            assert any(f.startswith(f"{scratch}/wgunicorn-") for f in held), held
+        else:
+            assert children_of(server.pid) == [], "waitress: one process, no worker"
+            held = open_files(server.pid)
+            assert not [f for f in held if f.startswith(f"{scratch}/")], held
     finally:
         code = stop(server)
 
     assert code == 0, log.read_text()
+    server_name = "gunicorn" if options else "waitress"
+    assert f"cachecore_server: starting {server_name} with " in log.read_text()
     assert healthcheck() == 1
     # A read-only root file system suffices: the server wrote nowhere but TMPDIR,
     # and there it unlinks what it makes.

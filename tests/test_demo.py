@@ -38,12 +38,12 @@ def alive(pid: int) -> bool:
     return True
 
 
-def start_demo(tmp_path, env):
+def start_demo(tmp_path, env, *options):
     port = free_port()
     out = tmp_path / "demo.out"
     with out.open("wb") as sink:
         process = subprocess.Popen(
-            [*server_command(), "--demo", "--port", str(port)],
+            [*server_command(), "--demo", "--port", str(port), *options],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=sink,
@@ -69,8 +69,13 @@ def without_aws_settings():
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-def test_demo_serves_the_password_on_both_routes_and_stops_moto(tmp_path):
-    process, port, out = start_demo(tmp_path, without_aws_settings())
+# As a new user runs it (no --server), and under gunicorn, which forks its worker
+# from the process that started moto: only that process may stop moto.
+@pytest.mark.parametrize(
+    "options", [(), ("--server", "gunicorn")], ids=["no --server", "gunicorn"]
+)
+def test_demo_serves_the_password_on_both_routes_and_stops_moto(tmp_path, options):
+    process, port, out = start_demo(tmp_path, without_aws_settings(), *options)
     try:
         banner = out.read_text()
         token = re.search(r"token:\s+(\S+)", banner).group(1)

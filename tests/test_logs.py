@@ -71,19 +71,21 @@ def test_json_log_lines_are_objects_with_the_fields_of_each_fetch(
     assert TOKEN not in log
 
 
+@pytest.mark.parametrize("server", ["gunicorn", "waitress"])
 def test_text_log_has_one_start_line_and_a_line_per_fetch(
-    moto_url, secretsmanager, unique, start_sidecar
+    server, moto_url, secretsmanager, unique, start_sidecar
 ):
     name, missing = unique("text-log"), unique("text-log-missing")
     secretsmanager.create_secret(Name=name, SecretString=VALUE)
     env = sidecar_env(moto_url, CACHECORE_TOKEN=TOKEN, AWS_MAX_ATTEMPTS="1")
-    sidecar = start_sidecar(env=env)
+    sidecar = start_sidecar(server=server, env=env)
 
     log = exercise(sidecar, name, missing)
 
     lines = log.splitlines()
     starts = [line for line in lines if "cachecore_server: starting " in line]
     assert len(starts) == 1 and "token=<hidden>" in starts[0]
+    assert f"cachecore_server: starting {server} with " in starts[0]
     assert not any(line.lstrip().startswith("{") for line in lines)
     fetched = [line for line in lines if "INFO cachecore._fetchers:" in line]
     assert len(fetched) == 2
@@ -95,7 +97,13 @@ def test_text_log_has_one_start_line_and_a_line_per_fetch(
         "ResourceNotFoundException",
         fetched[1],
     )
-    # gunicorn's own lines take the same format.
-    assert any(" INFO gunicorn.error: Booting worker" in line for line in lines)
+    if server == "gunicorn":
+        # gunicorn's own lines take the same format.
+        assert any(" INFO gunicorn.error: Booting worker" in line for line in lines)
+    else:
+        assert any(
+            " INFO cachecore_server._serve: waitress serving on http://" in line
+            for line in lines
+        )
     assert VALUE not in log
     assert TOKEN not in log

@@ -23,9 +23,17 @@ def files_under(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()]
 
 
+@pytest.mark.parametrize("server", ["gunicorn", "waitress"])
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_sentinels_reach_no_log_no_error_body_and_no_file(
-    log_format, moto_url, secretsmanager, unique, start_sidecar, tmp_path, monkeypatch
+    log_format,
+    server,
+    moto_url,
+    secretsmanager,
+    unique,
+    start_sidecar,
+    tmp_path,
+    monkeypatch,
 ):
     import boto3
 
@@ -54,7 +62,7 @@ def test_sentinels_reach_no_log_no_error_body_and_no_file(
         CACHECORE_LOG_FORMAT=log_format,
     )
     monkeypatch.chdir(home)
-    sidecar = start_sidecar("--log-level", "DEBUG", env=env)
+    sidecar = start_sidecar("--log-level", "DEBUG", server=server, env=env)
     good = {TOKEN_HEADER: TOKEN}
 
     successes = [

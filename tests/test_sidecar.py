@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 from support import GRANIAN, TOKEN, sidecar_env
@@ -193,8 +194,50 @@ def test_bad_setting_stops_start_before_binding(moto_url):
     assert TOKEN not in done.stderr + done.stdout
 
 
-def test_start_log_hides_the_token(moto_url, start_sidecar):
-    sidecar = start_sidecar(env=sidecar_env(moto_url, CACHECORE_TOKEN=TOKEN))
+def children_of(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    ("server", "runs", "workers"),
+    [(None, "waitress", 0), ("gunicorn", "gunicorn", 1)],
+    ids=["no --server", "--server gunicorn"],
+)
+def test_no_server_option_runs_waitress_in_one_process_gunicorn_forks_a_worker(
+    moto_url, start_sidecar, server, runs, workers
+):
+    sidecar = start_sidecar(
+        server=server, env=sidecar_env(moto_url, CACHECORE_AUTH="none")
+    )
+    assert sidecar.get("/ping").status == 200  # answered: gunicorn's worker is up
+    children = children_of(sidecar.process.pid)
+    assert sidecar.stop() == 0
+
+    lines = sidecar.output().splitlines()
+    starts = [line for line in lines if " cachecore_server: starting " in line]
+    assert len(starts) == 1
+    assert f" cachecore_server: starting {runs} with 8 threads: " in starts[0]
+    assert len(children) == workers, children
+    if runs == "waitress":
+        served = f"waitress serving on http://127.0.0.1:{sidecar.port}"
+        assert any(line.endswith(served) for line in lines), lines
+        assert not any(" gunicorn." in line for line in lines), lines
+    else:
+        assert any(
+            line.endswith(f"Booting worker with pid: {children[0]}") for line in lines
+        ), lines
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_start_log_hides_the_token(moto_url, start_sidecar, server):
+    sidecar = start_sidecar(
+        server=server, env=sidecar_env(moto_url, CACHECORE_TOKEN=TOKEN)
+    )
     assert sidecar.get("/ping").status == 200
     sidecar.stop()
 
@@ -244,15 +287,16 @@ def test_longest_secret_id_percent_encoded_gets_an_api_answer(
     assert "at most 2048 bytes" in json.loads(too_long.body)["message"]
 
 
+@pytest.mark.parametrize("server", SERVERS)
 def test_debug_log_holds_no_secret_value_and_no_token(
-    moto_url, secretsmanager, unique, start_sidecar
+    moto_url, secretsmanager, unique, start_sidecar, server
 ):
     sentinel = "sentinel-secret-in-debug-log-Q4"
     name = unique("debug")
     secretsmanager.create_secret(Name=name, SecretString=sentinel)
     env = sidecar_env(moto_url)
     env["AWS_SESSION_TOKEN"] = TOKEN  # both the AWS session token and the HTTP token
-    sidecar = start_sidecar("--log-level", "DEBUG", env=env)
+    sidecar = start_sidecar("--log-level", "DEBUG", server=server, env=env)
     auth = {TOKEN_HEADER: TOKEN}
 
     reads = [

@@ -119,3 +119,53 @@ def test_malloc_arenas_are_limited_unless_the_user_set_their_own(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     # glibc (this test's platform) has mallopt; elsewhere nothing is done.
     assert limit_malloc_arenas() is _sys.platform.startswith("linux")
+
+
+@pytest.fixture
+def root_logging():
+    """main() gives the root logger a handler of its own; put pytest's back."""
+    import logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    yield
+    root.handlers[:], root.level = saved
+
+
+@pytest.mark.parametrize(
+    ("options", "server"),
+    [
+        ([], "waitress"),
+        (["--server", "waitress"], "waitress"),
+        (["--server", "gunicorn"], "gunicorn"),
+    ],
+)
+def test_waitress_is_run_and_named_at_start_unless_another_is_chosen(
+    monkeypatch, capsys, root_logging, options, server
+):
+    import socket
+
+    from cachecore_server import _cli
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CACHECORE_AUTH", "none")
+    monkeypatch.setenv("CACHECORE_PORT", str(port))
+    served = []
+    monkeypatch.setattr(_cli, "serve", lambda app, **kwargs: served.append(kwargs))
+
+    assert main(options) == 0
+
+    assert [s["server"] for s in served] == [server]
+    err = capsys.readouterr().err
+    assert f" INFO cachecore_server: starting {server} with 8 threads: " in err
+
+
+def test_help_names_waitress_as_the_default_server(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+
+    assert done.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "WSGI server to run (default waitress)" in out

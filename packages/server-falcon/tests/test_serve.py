@@ -43,3 +43,17 @@ def test_too_low_hard_file_limit_is_warned_about(monkeypatch, caplog):
 
     assert limits.limits == (512, 512)
     assert "CACHECORE_MAX_CONNECTIONS" in caplog.text
+
+
+def test_serve_without_a_server_runs_waitress(monkeypatch):
+    ran = []
+    monkeypatch.setattr(_serve, "ensure_file_limit", lambda connections: None)
+    monkeypatch.setattr(_serve, "_serve_waitress", lambda *a: ran.append("waitress"))
+    monkeypatch.setattr(_serve, "_serve_gunicorn", lambda *a: ran.append("gunicorn"))
+
+    _serve.serve(
+        object(), host="127.0.0.1", ports=[8015], request_timeout=5, max_connections=1
+    )
+
+    assert ran == ["waitress"]
+    assert _serve.DEFAULT_SERVER == "waitress"

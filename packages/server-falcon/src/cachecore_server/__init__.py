@@ -2,7 +2,8 @@
 
 ``create_app(cache, config)`` builds the WSGI app that serves a ``SecretCache`` over
 HTTP in two dialects (``/cache`` and ``/secretsmanager/get``); ``main`` is the
-``cachecore-server`` command, which runs it under gunicorn or waitress.
+``cachecore-server`` command, which runs it under waitress (the default), gunicorn
+or granian.
 
 The names are loaded on first use, so that importing one module of the package
 (as the Lambda extension does with its server before anything else) does not load

@@ -29,9 +29,16 @@ from cachecore import (
 
 from ._app import TOKEN_HEADER, create_app
 from ._logs import configure_logging, set_log_format
-from ._serve import DEFAULT_THREADS, SERVERS, bind_address, check_bindable, serve
+from ._serve import (
+    DEFAULT_SERVER,
+    DEFAULT_THREADS,
+    SERVERS,
+    bind_address,
+    check_bindable,
+    serve,
+)
 
-__all__ = ["main"]
+__all__ = ["DEFAULT_SERVER", "main"]
 
 logger = logging.getLogger("cachecore_server")
 
@@ -60,10 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server",
         choices=SERVERS,
-        default="gunicorn",
+        default=DEFAULT_SERVER,
         help=(
-            "WSGI server to run (default gunicorn); granian needs the extra "
-            "cachecore-server[granian]"
+            f"WSGI server to run (default {DEFAULT_SERVER}); granian needs the "
+            "extra cachecore-server[granian]"
         ),
     )
     parser.add_argument(

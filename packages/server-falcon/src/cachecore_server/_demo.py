@@ -154,8 +154,8 @@ class DemoBackend:
     def stop(self) -> None:
         """Stop moto and wait for it to exit (only from the process that started it).
 
-        gunicorn forks its worker from this process; when the worker exits it must
-        leave moto to the parent.
+        Under ``--server gunicorn`` (and granian) a worker is forked from this
+        process; when the worker exits it must leave moto to the parent.
         """
         if os.getpid() != self._owner:
             return

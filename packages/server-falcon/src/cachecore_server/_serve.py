@@ -1,18 +1,18 @@
-"""Running the WSGI app under a real server: gunicorn (default), waitress or granian.
+"""Running the WSGI app under a real server: waitress (default), gunicorn or granian.
 
-The sidecar is one process holding one cache, so gunicorn runs a single ``gthread``
-worker with several threads, and the app is built before the worker is forked
-(``preload_app``) so that a bad setting stops start-up in the foreground instead
-of in a worker that gunicorn would keep restarting. waitress runs in this process.
-granian (an optional extra, ``_granian``) forks one worker from this process too.
-On SIGTERM or SIGINT either server stops taking connections at once (those already
-waiting in the listener's backlog are still served, later ones are refused),
-answers the requests under way, and exits within the graceful timeout.
+The sidecar is one process holding one cache. waitress runs in this process.
+gunicorn runs a single ``gthread`` worker with several threads, and the app is
+built before the worker is forked (``preload_app``) so that a bad setting stops
+start-up in the foreground instead of in a worker that gunicorn would keep
+restarting. granian (an optional extra, ``_granian``) forks one worker from this
+process too. On SIGTERM or SIGINT waitress and gunicorn stop taking connections at
+once (those already waiting in the listener's backlog are still served, later ones
+are refused), answer the requests under way, and exit within the graceful timeout.
 
-Both servers get the same limits (``_limits``): a bounded request, a time to send
-it in, and a number of connections beyond which a new one is answered 429. The
-worker of ``_gthread`` and the server of ``_waitress`` apply them; granian applies
-only some of them, which ``_granian`` lists.
+waitress and gunicorn get the same limits (``_limits``): a bounded request, a time
+to send it in, and a number of connections beyond which a new one is answered 429.
+The server of ``_waitress`` and the worker of ``_gthread`` apply them; granian
+applies only some of them, which ``_granian`` lists.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from ._limits import MAX_HEADER_FIELD, MAX_HEADER_FIELDS, MAX_REQUEST_LINE
 
 __all__ = [
+    "DEFAULT_SERVER",
     "DEFAULT_THREADS",
     "SERVERS",
     "bind_address",
@@ -39,6 +40,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SERVERS = ("gunicorn", "waitress", "granian")
+#: The server ``cachecore-server`` runs without ``--server``.
+DEFAULT_SERVER = "waitress"
 DEFAULT_THREADS = 8
 DEFAULT_GRACEFUL_TIMEOUT = 5.0
 #: Files the process needs open besides its client connections.
@@ -191,7 +194,7 @@ def serve(
     *,
     host: str,
     ports: Sequence[int],
-    server: str = "gunicorn",
+    server: str = DEFAULT_SERVER,
     threads: int = DEFAULT_THREADS,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     request_timeout: float,
