@@ -56,6 +56,7 @@ def run(moto_url: str, servers: list[str]) -> dict[str, Any]:
                 assert status == 200, status
             time.sleep(0.5)
             idle = (tree_rss_kib(running.pid), _largest(running.pid))
+            processes = 1 + len(children(running.pid))
             _fill(running.port)
             time.sleep(0.5)
             full = (tree_rss_kib(running.pid), _largest(running.pid))
@@ -64,6 +65,7 @@ def run(moto_url: str, servers: list[str]) -> dict[str, Any]:
             "full_tree_kib": full[0],
             "idle_largest_kib": idle[1],
             "full_largest_kib": full[1],
+            "processes": processes,
         }
     results["extension"] = _extension(moto_url)
     return results

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 import pytest
 from support import HOST, Answer, Sidecar, request, sidecar_env
 
-SERVERS = ("gunicorn", "waitress")
+from cachecore_server._serve import FULL_LIMITS
+
+SERVERS = FULL_LIMITS
 THREADS = 2
 REQUEST_TIMEOUT = 2.0
 #: How late a server may be to time a connection out (its loops wake every 1 s).

@@ -40,6 +40,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SERVERS = ("gunicorn", "waitress", "granian")
+#: The servers that apply every limit of ``_limits`` (granian applies some).
+FULL_LIMITS = ("gunicorn", "waitress")
 #: The server ``cachecore-server`` runs without ``--server``.
 DEFAULT_SERVER = "waitress"
 DEFAULT_THREADS = 8
