@@ -89,6 +89,23 @@ CASES = {
     ),
     "a bad escape": (b"GET /cache?name=a%ZZ HTTP/1.1", [token()]),
     "unknown secret": (b"GET /cache?name=granian-bridge/none HTTP/1.1", [token()]),
+    "the token under a name with _": (
+        b"GET /cache?name={name} HTTP/1.1",
+        [b"X_Aws_Parameters_Secrets_Token: " + TOKEN.encode()],
+    ),
+    "a wrong token, then the right one under a name with _": (
+        b"GET /v1/{name} HTTP/1.1",
+        [token(b"nope"), b"X_Aws_Parameters_Secrets_Token: " + TOKEN.encode()],
+    ),
+    "X_Forwarded_For on a hit": (
+        b"GET /cache?name={name} HTTP/1.1",
+        [token(), b"X_Forwarded_For: 203.0.113.9"],
+    ),
+    "X_Forwarded_For on the path form": (
+        b"GET /v1/{name} HTTP/1.1",
+        [token(), b"X_Forwarded_For: 203.0.113.9"],
+    ),
+    "raw UTF-8 in the query": (b"GET /cache?name=caf\xc3\xa9 HTTP/1.1", [token()]),
     "ping": (b"GET /ping HTTP/1.1", []),
     "no route": (b"GET /nowhere HTTP/1.1", [token()]),
 }
@@ -165,3 +182,21 @@ def test_a_path_holding_u_fffd_is_read_as_not_utf8_under_granian(servers):
     ]
 
     assert answers == [(400, "InvalidParameterException", None)] * 2
+
+
+def test_granian_refuses_a_content_length_of_thousands_of_digits(servers):
+    name, ports = servers
+    head = b"\r\n".join(
+        [
+            f"POST /cache?name={name} HTTP/1.1".encode(),
+            b"Host: 127.0.0.1",
+            token(),
+            b"Content-Length: " + b"0" * 4400,
+        ]
+    )
+
+    refused = summary(raw_exchange(ports["granian"], head))
+    after = summary(raw_exchange(ports["granian"], b"GET /ping HTTP/1.1"))
+
+    assert refused[:2] == (400, "InvalidRequestException")
+    assert after[0] == 200

@@ -38,8 +38,18 @@ What granian applies of the sidecar's limits, and what it does not:
 - granian decodes the path before the app sees it, replacing bytes that are not
   UTF-8 with U+FFFD; a path holding U+FFFD is therefore read as not UTF-8 and
   answered 400, as the other servers answer such bytes. (No secret name may hold
-  that character.) A header value that is not ASCII reaches the app as one byte
-  that is not UTF-8, since granian gives none: a token so sent is wrong (403).
+  that character.) Raw bytes that are not ASCII in the path are read as if
+  percent-encoded, where the other servers answer 400 (in the query they are
+  answered 400 here too).
+- granian gives no header value that is not ASCII. The only copy of a header
+  that is not ASCII reaches the app as one byte that is not UTF-8, so such a
+  token is wrong (403); but beside copies that are ASCII it is not seen at all,
+  so the right token sent with a second, non-ASCII copy is answered 200 where
+  the other servers answer 403. Header names holding ``_`` are dropped, as the
+  other servers drop them.
+- A client that half-closes its connection after its request gets no answer
+  (hyper closes); the other servers answer. Use a client that keeps its
+  connection open until it has the answer, as ``packaging/healthcheck.py`` does.
 - One port only: granian binds one address.
 """
 
@@ -90,6 +100,8 @@ _REPLACEMENT = "\ufffd".encode().decode("latin-1")
 _NOT_UTF8 = "\xff"
 #: The environ's names of the headers PEP 3333 gives without ``HTTP_``.
 _UNPREFIXED = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+#: The most digits of a ``Content-Length`` read (int() refuses over 4300).
+_MAX_LENGTH_DIGITS = 18
 
 
 def _latin1(text: str) -> str:
@@ -134,9 +146,15 @@ class Bridge:
         """Answer one request (granian calls this for each; websockets are off)."""
         headers = scope.headers
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BODY:
-            proto.response_bytes(*_answer(413))
-            return
+        if length is not None:
+            # hyper has checked that it is digits; a long run of them (zeros, for
+            # hyper) is refused as gunicorn and waitress refuse it.
+            if len(length) > _MAX_LENGTH_DIGITS:
+                proto.response_bytes(*_answer(400))
+                return
+            if int(length) > MAX_REQUEST_BODY:
+                proto.response_bytes(*_answer(413))
+                return
         lane = self._lane
         if lane is not None:
             tokens = headers.get_all(_TOKEN)
@@ -150,6 +168,11 @@ class Bridge:
             if hit is not None:
                 proto.response_bytes(200, hit[0], hit[1])
                 return
+        if not scope.query_string.isascii():
+            # Bytes that are not ASCII were sent as they are; the other servers
+            # refuse such a request target too.
+            proto.response_bytes(*_answer(400))
+            return
         environ = self._environ(scope, headers)
         if self._pool is None:
             self.__rsgi_init__(asyncio.get_running_loop())
@@ -182,6 +205,9 @@ class Bridge:
             "wsgi.run_once": False,
         }
         for name in headers.keys():
+            if "_" in name:
+                # As gunicorn and waitress do: X_Token must not pass for X-Token.
+                continue
             # granian gives no value that is not ASCII: it stands for one here
             # that no check accepts, as Latin-1 text never decodes to a token.
             parts = headers.get_all(name) or [_NOT_UTF8]
