@@ -45,6 +45,7 @@ PACKAGES = (
     "gunicorn",
     "waitress",
     "granian",
+    "uvloop",
     "matplotlib",
 )
 

@@ -133,7 +133,12 @@ class Bridge:
         self._pool: ThreadPoolExecutor | None = None
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the threads that run the WSGI app (granian calls it in the worker)."""
+        """Start the threads that run the WSGI app (granian calls it in the worker).
+
+        What the worker inherited is moved out of the garbage collector's sight
+        (``gc.freeze``): it lives as long as the worker, and collections would
+        walk it, and write to its pages that the fork shares, for nothing.
+        """
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="request")
         gc.freeze()
 
