@@ -132,13 +132,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
     side = results["sidecar"]
     fastest = max(side, key=lambda s: side[s]["sidecar"]["16"]["rps"])
     at16 = side[fastest]["sidecar"]["16"]
-    ratio = at16["rps"] / floor_rps(side[fastest], "16")
+    ratio = at16["rps"] / side[fastest]["floor"]["16"]["rps"]
     add(
         f"sidecar at 16 connections vs its floor ({fastest}, the fastest)",
-        f"{ratio:.2f}x the faster floor's req/s",
+        f"{ratio:.2f}x the constant-response WSGI app's req/s",
         ">= 0.8x",
         ratio >= 0.8,
     )
+    strict = at16["rps"] / floor_rps(side[fastest], "16")
+    if len([app for app in side[fastest] if app.startswith("floor")]) > 1:
+        add(
+            f"the same against {fastest}'s fastest floor (stricter than the issue)",
+            f"{strict:.2f}x the fastest floor's req/s",
+            ">= 0.8x",
+            strict >= 0.8,
+        )
     tail = at16["p99_ms"] / at16["p50_ms"]
     add(
         f"sidecar p99/p50 at 16 connections ({fastest})",
@@ -279,12 +287,16 @@ def markdown(results: dict[str, Any]) -> str:
         "constant-response WSGI app on the same server, worker and limits.",
         "The sidecar runs under granian through an RSGI bridge (hits on granian's",
         "event loop, the rest on the threads), so granian has two floors: the WSGI",
-        "app on granian's WSGI interface, and the same answer as an RSGI app;",
-        "`vs floor` is against the faster of a server's floors.",
+        "app on granian's WSGI interface, and the same answer as an RSGI app.",
+        "`vs floor` is against the constant-response WSGI app, the floor the issue",
+        "names; `vs fastest` against the faster of a server's floors.",
         f"Load generator: {m['load_generator']}.",
         "",
-        "| server | app | conns | req/s | p50 | p99 | vs floor | non-200 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        (
+            "| server | app | conns | req/s | p50 | p99 | vs floor | vs fastest | "
+            "non-200 |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for server, both in results["sidecar"].items():
         for app in both:
@@ -292,6 +304,7 @@ def markdown(results: dict[str, Any]) -> str:
                 out.append(
                     f"| {server} | {APP_LABELS[app]} | {conns} | {p['rps']:.0f} | "
                     f"{p['p50_ms']:.2f} ms | {p['p99_ms']:.2f} ms | "
+                    f"{p['rps'] / both['floor'][conns]['rps']:.2f} | "
                     f"{p['rps'] / floor_rps(both, conns):.2f} | {p['non_200']} |"
                 )
     from cachecore_server._serve import FULL_LIMITS

@@ -677,6 +677,27 @@ def test_a_hit_after_a_refresh_answers_the_new_value(fetcher, client):
     assert (aws.headers["x-cache"], aws.json["SecretString"]) == ("HIT", "rotated")
 
 
+def test_a_hit_after_a_rotation_has_the_new_length_and_age(fetcher):
+    now = [1000.0]
+    config = Config(token=TOKEN, ttl=100, ttl_jitter=0)
+    cache = SecretCache(fetcher, config, clock=lambda: now[0])
+    client = falcon.testing.TestClient(create_app(cache, config))
+    fetcher.values["db"] = SecretValue(name="db", secret_string="short")
+    client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+    now[0] += 7.5
+    before = client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+
+    fetcher.values["db"] = SecretValue(name="db", secret_string="a longer value")
+    client.simulate_get("/cache", query_string="name=db&refresh=1", headers=AUTH)
+    after = client.simulate_get("/cache", query_string="name=db", headers=AUTH)
+
+    seen = [
+        (r.headers["x-cache"], r.headers["age"], r.headers["content-length"], r.text)
+        for r in (before, after)
+    ]
+    assert seen == [("HIT", "7", "5", "short"), ("HIT", "0", "14", "a longer value")]
+
+
 def test_a_hit_on_an_escaped_name_is_the_same_secret(fetcher, client):
     fetcher.values["a+b/c"] = SecretValue(name="a+b/c", secret_string="plus")
     client.simulate_get("/cache", query_string="name=a%2Bb%2Fc", headers=AUTH)

@@ -174,3 +174,25 @@ def test_names_are_labels_only_when_asked_and_only_up_to_the_bound():
     assert found[(unnamed, (("kind", "secret"), ("result", "miss")))] == 1
     assert found[(unnamed, (("kind", "secret"), ("result", "error")))] == 1
     assert not any(labels and dict(labels).get("name") == "c" for _, labels in found)
+
+
+@pytest.mark.parametrize("names", ["false", "true"])
+def test_hits_are_counted_under_the_method_they_were_asked_with(names):
+    client = make_client(metrics_names=names == "true")
+    client.simulate_get(f"/cache?name={NAME}", headers=AUTH)  # the miss
+    for method in ("GET", "POST", "GET", "GET", "POST"):
+        answer = client.simulate_request(method, f"/cache?name={NAME}", headers=AUTH)
+        assert answer.headers["x-cache"] == "HIT"
+
+    found = samples(scrape(client).text)
+
+    requests = "cachecore_http_requests_total"
+    get = (("method", "GET"), ("route", "/cache"), ("status", "200"))
+    post = (("method", "POST"), ("route", "/cache"), ("status", "200"))
+    assert (found[(requests, get)], found[(requests, post)]) == (4, 2)
+    assert found[("cachecore_cache_hits_total", ())] == 5
+    named = (("kind", "secret"), ("name", NAME), ("result", "hit"))
+    if names == "true":
+        assert found[("cachecore_lookups_by_name_total", named)] == 5
+    else:
+        assert NAME not in scrape(client).text

@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, NoReturn
@@ -645,8 +645,40 @@ _HIT = ("x-cache", "HIT")
 _JSON_TYPE = ("content-type", _JSON)
 _PLAIN_TYPE = ("content-type", _PLAIN)
 _BINARY_TYPE = ("content-type", _BINARY)
-#: The most queries the lane remembers the names of.
+#: The most queries the lane remembers.
 _MAX_NAMES = 4096
+
+
+class _Plan:
+    """What the lane remembers of one query: whom it names, and how a hit is told.
+
+    ``fields`` is the last hit's header fields, with the value and the whole second
+    of age they were made for, in one tuple that is replaced, never changed, so a
+    thread reads all three of one hit. The body is not kept here but in
+    ``_Bodies``, whose budget bounds the copies of secrets.
+    """
+
+    __slots__ = ("as_json", "count", "fields", "method", "methods", "name")
+
+    def __init__(
+        self,
+        name: str,
+        as_json: bool,
+        methods: tuple[str, ...],
+        method: str,
+        count: Callable[[], object],
+    ) -> None:
+        self.name = name
+        self.as_json = as_json
+        self.methods = methods
+        #: ``count`` counts a hit asked for with ``method``, as ``count_hit`` would.
+        self.method = method
+        self.count = count
+        self.fields: tuple[SecretValue | None, int, list[tuple[str, str]]] = (
+            None,
+            -1,
+            [],
+        )
 
 
 class _HitLane:
@@ -664,7 +696,7 @@ class _HitLane:
     def __init__(
         self, cache: SecretCache, config: Config, metrics: Metrics, bodies: _Bodies
     ) -> None:
-        self._cache = cache
+        self._fresh_hit = cache.fresh_hit
         self._metrics = metrics
         self._bodies = bodies
         token = config.token if config.auth == "token" else None
@@ -672,7 +704,9 @@ class _HitLane:
         # compare_digest takes str as well as bytes, if both are ASCII; a token
         # that is not is compared by Falcon's route, as bytes.
         self._token = token if token and token.isascii() else None
-        self._names: dict[str, str] = {}
+        #: Per route path, the plans of the queries asked for on it.
+        self._plans: dict[str, dict[str, _Plan]] = {path: {} for path in _HIT_ROUTES}
+        self._planned = 0
 
     def answer(
         self, env: WSGIEnvironment
@@ -702,11 +736,15 @@ class _HitLane:
         ``token`` is the token header as sent (``None`` if absent, or sent more than
         once), and ``forwarded`` whether a forwarding header came.
         """
-        route = _HIT_ROUTES.get(path)
-        if route is None or forwarded:
+        plans = self._plans.get(path)
+        if plans is None or forwarded:
             return None
-        prefix, as_json, methods = route
-        if method not in methods:
+        plan = plans.get(query)
+        if plan is None:
+            plan = self._plan(path, method, query)
+            if plan is None:
+                return None
+        if method not in plan.methods:
             return None
         if self._required:
             try:  # TypeError: no token, or one that is not ASCII
@@ -714,46 +752,63 @@ class _HitLane:
                     return None
             except TypeError:
                 return None
-        name = self._names.get(query)
-        if name is None:
-            name = self._plain_name(query, prefix)
-            if name is None:
-                return None
 
-        found = self._cache.fresh_hit(name)
+        found = self._fresh_hit(plan.name)
         if found is None:
             return None
         value, age = found
-        self._metrics.count_hit(path, method, name)
-        if as_json:
-            content_type, body = _JSON_TYPE, self._bodies.secret_json(name, value)
+        if method == plan.method:
+            plan.count()
         else:
-            raw_type, body = self._bodies.raw(name, value)
+            self._metrics.count_hit(path, method, plan.name)
+        if plan.as_json:
+            body = self._bodies.secret_json(plan.name, value)
+            content_type = _JSON_TYPE
+        else:
+            raw_type, body = self._bodies.raw(plan.name, value)
             content_type = _PLAIN_TYPE if raw_type == _PLAIN else _BINARY_TYPE
-        return [
-            _NO_STORE,
-            content_type,
-            _HIT,
-            _AGES[int(age)] if age < _MAX_AGE_TEXT else ("age", str(int(age))),
-            ("content-length", str(len(body))),
-        ], body
+        seconds = int(age)
+        fields = plan.fields
+        if fields[0] is not value or fields[1] != seconds:
+            fields = (value, seconds, _hit_fields(content_type, seconds, len(body)))
+            plan.fields = fields
+        return fields[2], body
 
-    def _plain_name(self, query: str, prefix: str) -> str | None:
-        """The name a query of the plainest form asks for, remembered; else ``None``.
+    def _plan(self, path: str, method: str, query: str) -> _Plan | None:
+        """The plan of a query of the plainest form, remembered; else ``None``.
 
         The query (with its parameter) is the key, so ``name=x`` and ``secretId=x``
         are remembered apart. At most ``_MAX_NAMES`` are kept; past that, all are
         forgotten.
         """
+        prefix, as_json, methods = _HIT_ROUTES[path]
         if not query.startswith(prefix):
             return None
         name = query[len(prefix) :]
         if not name or "%" in name or "&" in name or not name.isascii():
             return None
-        if len(self._names) >= _MAX_NAMES:
-            self._names.clear()
-        self._names[query] = name
-        return name
+        if self._planned >= _MAX_NAMES:
+            for plans in self._plans.values():
+                plans.clear()
+            self._planned = 0
+        count = self._metrics.hit_counter(path, method, name)
+        plan = _Plan(name, as_json, methods, method, count)
+        self._plans[path][query] = plan
+        self._planned += 1
+        return plan
+
+
+def _hit_fields(
+    content_type: tuple[str, str], age: int, length: int
+) -> list[tuple[str, str]]:
+    """The header fields of a hit: the same as the routes give, in the lane's words."""
+    return [
+        _NO_STORE,
+        content_type,
+        _HIT,
+        _AGES[age] if age < _MAX_AGE_TEXT else ("age", str(age)),
+        ("content-length", str(length)),
+    ]
 
 
 class _App(falcon.App[falcon.Request, falcon.Response]):

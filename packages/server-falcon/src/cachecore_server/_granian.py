@@ -127,7 +127,8 @@ class Bridge:
 
     def __init__(self, app: Callable[..., Any], threads: int, port: int) -> None:
         self._app = app
-        self._lane = getattr(app, "lane", None)
+        lane = getattr(app, "lane", None)
+        self._answer_hit = None if lane is None else lane.answer_request
         self._threads = threads
         self._port = str(port)
         self._pool: ThreadPoolExecutor | None = None
@@ -160,10 +161,10 @@ class Bridge:
             if int(length) > MAX_REQUEST_BODY:
                 proto.response_bytes(*_answer(413))
                 return
-        lane = self._lane
-        if lane is not None:
+        answer_hit = self._answer_hit
+        if answer_hit is not None:
             tokens = headers.get_all(_TOKEN)
-            hit = lane.answer_request(
+            hit = answer_hit(
                 scope.path,
                 scope.method,
                 tokens[0] if len(tokens) == 1 else None,

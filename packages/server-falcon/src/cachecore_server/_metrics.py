@@ -23,6 +23,7 @@ has a ``_Tally`` that answers add to, folded into the counter at each scrape.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import threading
@@ -214,6 +215,10 @@ class Metrics:
 
     def count_request(self, route: str, method: str, status: int) -> None:
         """Count one answer of the app; ``route`` is a template, never a path."""
+        self._tally(route, method, status).add()
+
+    def _tally(self, route: str, method: str, status: int) -> _Tally:
+        """The tally of answers ``status`` to ``method`` on ``route``, made once."""
         method = method if method in _METHODS else "other"
         tally = self._tallies.get((route, method, status))
         if tally is None:
@@ -222,7 +227,7 @@ class Metrics:
                 if tally is None:
                     child = self._requests.labels(route, method, str(status))
                     tally = self._tallies[(route, method, status)] = _Tally(child)
-        tally.add()
+        return tally
 
     def count_hit(self, route: str, method: str, name: str) -> None:
         """Count a hit of secret ``name`` answered 200 on ``route``.
@@ -237,6 +242,16 @@ class Metrics:
             self.count_request(route, method, 200)
         else:
             tally.add()
+
+    def hit_counter(self, route: str, method: str, name: str) -> Callable[[], object]:
+        """A call that counts what ``count_hit(route, method, name)`` counts.
+
+        Where names are not counted, it is the request tally's own ``add``, which
+        takes no lock; the hit lane keeps one for each query it remembers.
+        """
+        if self._lookups is not None:
+            return functools.partial(self.count_hit, route, method, name)
+        return self._tally(route, method, 200).add
 
     def count_lookup(self, kind: str, name: str, result: str) -> None:
         """Count one lookup by name, when names are counted at all."""
