@@ -698,6 +698,38 @@ def test_a_hit_after_a_rotation_has_the_new_length_and_age(fetcher):
     assert seen == [("HIT", "7", "5", "short"), ("HIT", "0", "14", "a longer value")]
 
 
+def test_hits_on_many_names_hold_no_more_than_the_cache_and_its_bodies():
+    import tracemalloc
+
+    class FreshFetcher:
+        """Makes a new value of 50 kB at each fetch, as boto3 does."""
+
+        def fetch(self, secret_id, *, version_id=None, version_stage=None):
+            return SecretValue(name=secret_id, secret_string=secret_id * 5000)
+
+    config = Config(token=TOKEN, max_entries=10)
+    client = falcon.testing.TestClient(
+        create_app(SecretCache(FreshFetcher(), config), config)
+    )
+    tracemalloc.start()
+    try:
+        for index in range(300):
+            for path, query in (
+                ("/cache", f"name=n{index:08d}"),
+                ("/secretsmanager/get", f"secretId=n{index:08d}"),
+            ):
+                for _ in range(2):  # a miss, then a hit through the lane
+                    answer = client.simulate_get(path, query_string=query, headers=AUTH)
+                    assert answer.status_code == 200
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    # 300 names of 50 kB are 15 MB; 10 cached values and the bodies' 512 KiB
+    # budget are about 1.5 MB.
+    assert held < 4_000_000
+
+
 def test_a_hit_on_an_escaped_name_is_the_same_secret(fetcher, client):
     fetcher.values["a+b/c"] = SecretValue(name="a+b/c", secret_string="plus")
     client.simulate_get("/cache", query_string="name=a%2Bb%2Fc", headers=AUTH)

@@ -196,3 +196,27 @@ def test_hits_are_counted_under_the_method_they_were_asked_with(names):
         assert found[("cachecore_lookups_by_name_total", named)] == 5
     else:
         assert NAME not in scrape(client).text
+
+
+def test_refused_requests_make_no_series_of_answers_never_given():
+    client = make_client()
+    client.simulate_get(f"/cache?name={NAME}", headers=AUTH)  # the value is cached
+    refused = [
+        client.simulate_request("PUT", f"/cache?name={NAME}"),
+        client.simulate_request(
+            "DELETE", f"/secretsmanager/get?secretId={NAME}", headers=AUTH
+        ),
+        client.simulate_get(f"/cache?name={NAME}", headers={TOKEN_HEADER: "wrong"}),
+    ]
+
+    text = scrape(client).text
+
+    assert [answer.status_code for answer in refused] == [401, 405, 403]
+    series = [
+        line
+        for line in text.splitlines()
+        if line.startswith("cachecore_http_requests_total{") and 'status="200"' in line
+    ]
+    assert series == [
+        'cachecore_http_requests_total{method="GET",route="/cache",status="200"} 1.0'
+    ]

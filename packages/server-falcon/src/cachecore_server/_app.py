@@ -652,30 +652,23 @@ _MAX_NAMES = 4096
 class _Plan:
     """What the lane remembers of one query: whom it names, and how a hit is told.
 
-    ``fields`` is the last hit's header fields, with the value and the whole second
-    of age they were made for, in one tuple that is replaced, never changed, so a
-    thread reads all three of one hit. The body is not kept here but in
-    ``_Bodies``, whose budget bounds the copies of secrets.
+    ``fields`` is the last hit's header fields with the content type, body length
+    and whole second of age they were made from, which alone decide them, in one
+    tuple that is replaced, never changed, so a thread reads all of one hit. Nothing
+    here refers to a secret's value or body: those are the cache's and
+    ``_Bodies``', whose bounds hold.
     """
 
-    __slots__ = ("as_json", "count", "fields", "method", "methods", "name")
+    __slots__ = ("count", "fields", "method", "name")
 
-    def __init__(
-        self,
-        name: str,
-        as_json: bool,
-        methods: tuple[str, ...],
-        method: str,
-        count: Callable[[], object],
-    ) -> None:
+    def __init__(self, name: str, method: str, count: Callable[[], object]) -> None:
         self.name = name
-        self.as_json = as_json
-        self.methods = methods
         #: ``count`` counts a hit asked for with ``method``, as ``count_hit`` would.
         self.method = method
         self.count = count
-        self.fields: tuple[SecretValue | None, int, list[tuple[str, str]]] = (
+        self.fields: tuple[tuple[str, str] | None, int, int, list[tuple[str, str]]] = (
             None,
+            -1,
             -1,
             [],
         )
@@ -736,21 +729,22 @@ class _HitLane:
         ``token`` is the token header as sent (``None`` if absent, or sent more than
         once), and ``forwarded`` whether a forwarding header came.
         """
-        plans = self._plans.get(path)
-        if plans is None or forwarded:
+        route = _HIT_ROUTES.get(path)
+        if route is None or forwarded:
             return None
-        plan = plans.get(query)
-        if plan is None:
-            plan = self._plan(path, method, query)
-            if plan is None:
-                return None
-        if method not in plan.methods:
+        prefix, as_json, methods = route
+        if method not in methods:
             return None
         if self._required:
             try:  # TypeError: no token, or one that is not ASCII
                 if not hmac.compare_digest(token, self._token):  # type: ignore[type-var]
                     return None
             except TypeError:
+                return None
+        plan = self._plans[path].get(query)
+        if plan is None:
+            plan = self._plan(path, prefix, method, query)
+            if plan is None:
                 return None
 
         found = self._fresh_hit(plan.name)
@@ -761,7 +755,7 @@ class _HitLane:
             plan.count()
         else:
             self._metrics.count_hit(path, method, plan.name)
-        if plan.as_json:
+        if as_json:
             body = self._bodies.secret_json(plan.name, value)
             content_type = _JSON_TYPE
         else:
@@ -769,19 +763,24 @@ class _HitLane:
             content_type = _PLAIN_TYPE if raw_type == _PLAIN else _BINARY_TYPE
         seconds = int(age)
         fields = plan.fields
-        if fields[0] is not value or fields[1] != seconds:
-            fields = (value, seconds, _hit_fields(content_type, seconds, len(body)))
+        if (
+            fields[0] is not content_type
+            or fields[1] != len(body)
+            or fields[2] != seconds
+        ):
+            headers = _hit_fields(content_type, seconds, len(body))
+            fields = (content_type, len(body), seconds, headers)
             plan.fields = fields
-        return fields[2], body
+        return fields[3], body
 
-    def _plan(self, path: str, method: str, query: str) -> _Plan | None:
+    def _plan(self, path: str, prefix: str, method: str, query: str) -> _Plan | None:
         """The plan of a query of the plainest form, remembered; else ``None``.
 
-        The query (with its parameter) is the key, so ``name=x`` and ``secretId=x``
-        are remembered apart. At most ``_MAX_NAMES`` are kept; past that, all are
+        Only a request the lane would answer, but for the cache, is planned. The
+        query (with its parameter) is the key, so ``name=x`` and ``secretId=x`` are
+        remembered apart. At most ``_MAX_NAMES`` are kept; past that, all are
         forgotten.
         """
-        prefix, as_json, methods = _HIT_ROUTES[path]
         if not query.startswith(prefix):
             return None
         name = query[len(prefix) :]
@@ -791,8 +790,7 @@ class _HitLane:
             for plans in self._plans.values():
                 plans.clear()
             self._planned = 0
-        count = self._metrics.hit_counter(path, method, name)
-        plan = _Plan(name, as_json, methods, method, count)
+        plan = _Plan(name, method, self._metrics.hit_counter(path, method, name))
         self._plans[path][query] = plan
         self._planned += 1
         return plan
