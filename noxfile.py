@@ -87,7 +87,7 @@ BENCH_TOOLS = (
 def bench(session: nox.Session) -> None:
     """Every benchmark of issue 8 (bench/run.py): docs/benchmarks.{md,json,png}.
 
-    About 7 minutes on 2 cores, loopback only. Uses wrk where it is installed, and
+    About 8 minutes on 2 cores, loopback only. Uses wrk where it is installed, and
     installs it with apt-get where it is missing and this runs as root; else a
     Python load generator, which the table names.
     """

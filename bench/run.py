@@ -1,11 +1,11 @@
 """Every benchmark of issue 8 in one run: writes docs/benchmarks.{md,json,png}.
 
-    python bench/run.py [--seconds 5] [--runs 5] [--out docs]
+    python bench/run.py [--seconds 5] [--rounds 3] [--runs 5] [--out docs]
 
 In order: in-process hit latency; sidecar hit throughput per server beside its
 constant-response floor; upstream calls; RSS; extension start. Every target is
 judged on ratios from this one run. Loopback only; each process started is stopped
-by its pid. About 6 minutes on 2 cores with the defaults.
+by its pid. About 8 minutes on 2 cores with the defaults.
 """
 
 from __future__ import annotations
@@ -282,7 +282,11 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Sidecar hit throughput",
         "",
-        f"`GET {sidecar.TARGET}` with the token, {results['seconds']:g} s a point,",
+        (
+            f"`GET {sidecar.TARGET}` with the token, {results['seconds']:g} s a point,"
+            f" {results.get('rounds', 1)} rounds, the apps taking turns within a round"
+            " and each figure the median of its rounds;"
+        ),
         f"{sidecar.THREADS} threads; the floor is `bench/floor_server.py`, a",
         "constant-response WSGI app on the same server, worker and limits.",
         "The sidecar runs under granian through an RSGI bridge (hits on granian's",
@@ -492,6 +496,9 @@ def main() -> int:
     """Run everything; write the three files."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0, help="per load point")
+    parser.add_argument(
+        "--rounds", type=int, default=sidecar.ROUNDS, help="of each sidecar point"
+    )
     parser.add_argument("--runs", type=int, default=5, help="extension starts")
     parser.add_argument("--out", default=str(HERE.parent / "docs"))
     args = parser.parse_args()
@@ -502,6 +509,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "machine": machine(),
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "default_server": DEFAULT_SERVER,
     }
     results["machine"]["load_average_start"] = " / ".join(
@@ -511,7 +519,7 @@ def main() -> int:
     with moto_server() as url:
         steps = (
             ("inprocess", lambda: inprocess.run(url)),
-            ("sidecar", lambda: sidecar.run(url, args.seconds)),
+            ("sidecar", lambda: sidecar.run(url, args.seconds, args.rounds)),
             ("upstream", upstream.run),
             ("memory", lambda: memory.run(url, sidecar.servers())),
             ("extension", lambda: extension.run(url, args.runs)),
