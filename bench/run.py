@@ -294,13 +294,16 @@ def markdown(results: dict[str, Any]) -> str:
         "app on granian's WSGI interface, and the same answer as an RSGI app.",
         "`vs floor` is against the constant-response WSGI app, the floor the issue",
         "names; `vs fastest` against the faster of a server's floors.",
-        f"Load generator: {m['load_generator']}.",
+        (
+            f"Load generator: {m['load_generator']}; `wrk CPU` is the most of one"
+            " core it used in a point's rounds (under 100%: it was not the bottleneck)."
+        ),
         "",
         (
             "| server | app | conns | req/s | p50 | p99 | vs floor | vs fastest | "
-            "non-200 |"
+            "non-200 | wrk CPU |"
         ),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for server, both in results["sidecar"].items():
         for app in both:
@@ -309,7 +312,8 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {server} | {APP_LABELS[app]} | {conns} | {p['rps']:.0f} | "
                     f"{p['p50_ms']:.2f} ms | {p['p99_ms']:.2f} ms | "
                     f"{p['rps'] / both['floor'][conns]['rps']:.2f} | "
-                    f"{p['rps'] / floor_rps(both, conns):.2f} | {p['non_200']} |"
+                    f"{p['rps'] / floor_rps(both, conns):.2f} | {p['non_200']} | "
+                    f"{_share(p.get('generator_cpu'))} |"
                 )
     from cachecore_server._serve import FULL_LIMITS
 
@@ -436,6 +440,11 @@ def best_for_sidecar(results: dict[str, Any]) -> tuple[str, str]:
     if lacking:
         why += f"; {', '.join(lacking)} does not"
     return best, why
+
+
+def _share(cpu: float | None) -> str:
+    """A share of one core as a percentage; a dash where it was not measured."""
+    return "-" if cpu is None else f"{cpu * 100:.0f}%"
 
 
 #: How the table names each app of a server's results.

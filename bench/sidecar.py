@@ -55,6 +55,12 @@ def _median_point(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             r["socket_errors"] for r in rounds if r["socket_errors"]
         ),
         "rps_rounds": [round(r["rps"]) for r in rounds],
+        # Measured for wrk only; the Python generator's own processes are not.
+        "generator_cpu": (
+            max(r["generator_cpu"] for r in rounds)
+            if all("generator_cpu" in r for r in rounds)
+            else None
+        ),
     }
 
 
