@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from support import free_port, stop  # noqa: E402
+from support import moto_server as moto_server  # noqa: E402  (run, upstream)
 from support import sidecar_env as _test_env  # noqa: E402
 
 from cachecore_server._serve import DEFAULT_SERVER  # noqa: E402
@@ -71,22 +72,6 @@ def tree_rss_kib(pid: int) -> int:
     for child in children(pid):
         total += tree_rss_kib(child)
     return total
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """Run moto in server mode on a free loopback port; yields its URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process, "moto")
-        yield f"http://{HOST}:{port}"
-    finally:
-        stop(process)
 
 
 def secretsmanager(url: str) -> Any:

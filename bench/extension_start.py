@@ -22,9 +22,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from common import rss_kib  # noqa: E402
+from common import rss_kib, secretsmanager  # noqa: E402
 from lambda_emulator import ExtensionsAPI  # noqa: E402
-from support import HOST, free_port, sidecar_env, wait_for_port  # noqa: E402
+from support import HOST, free_port, moto_server, sidecar_env  # noqa: E402
 
 TOKEN = "bench-session-token"
 
@@ -122,24 +122,9 @@ def main() -> int:
     parser.add_argument("--launcher", help="the layer's extensions/cachecore")
     parser.add_argument("--python", help="the Python the launcher runs")
     args = parser.parse_args()
-    import boto3
 
-    moto_port = free_port()
-    moto = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(moto_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(moto_port, moto, "moto")
-        url = f"http://{HOST}:{moto_port}"
-        client = boto3.client(
-            "secretsmanager",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id="k",
-            aws_secret_access_key="s",
-        )
+    with moto_server() as url:
+        client = secretsmanager(url)
         names = [f"bench/secret-{i:03d}" for i in range(100)]
         for name in names:
             client.create_secret(Name=name, SecretString="x" * 4096)
@@ -158,9 +143,6 @@ def main() -> int:
             subprocess.run([sys.executable, "-c", "import boto3"], check=True)
             boto.append(time.monotonic() - started)
         idle, full = memory(command, env, names)
-    finally:
-        moto.send_signal(signal.SIGTERM)
-        moto.wait(10)
 
     def median_ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1000:.0f} ms"

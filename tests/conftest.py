@@ -8,7 +8,6 @@ Every process a fixture starts is stopped by that fixture, by its own pid.
 from __future__ import annotations
 
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,30 +16,20 @@ from pathlib import Path
 import boto3
 import pytest
 from support import (
-    HOST,
     REGION,
     Sidecar,
     free_port,
+    moto_server,
     server_command,
     sidecar_env,
-    stop,
     wait_for_port,
 )
 
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process, "moto_server")
-        yield f"http://{HOST}:{port}"
-    finally:
-        stop(process)
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
-"""Helpers of the end-to-end tests: free ports, waiting for a process to listen,
-stopping it by its pid, and raw HTTP requests that send the target unchanged."""
+"""Helpers of the end-to-end tests: free ports, moto, waiting for a process to
+listen, stopping it by its pid, and raw HTTP requests that send the target
+unchanged."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -12,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -57,6 +60,22 @@ def wait_for_port(
         except OSError:
             time.sleep(0.02)
     pytest.fail(f"{what} did not listen on {port} within {START_TIMEOUT}s")
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto in server mode on a free loopback port, for the block; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process, "moto_server")
+        yield f"http://{HOST}:{port}"
+    finally:
+        stop(process)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
