@@ -632,14 +632,10 @@ _TOKEN_ENVIRON = "HTTP_" + TOKEN_HEADER.upper().replace("-", "_")
 _REFUSED_ENVIRON = tuple(
     "HTTP_" + header.upper().replace("-", "_") for header in _REFUSED_HEADERS
 )
+#: The headers refused, as servers that give lowercase names (granian) name them.
+REFUSED_HEADER_NAMES = tuple(header.lower() for header in _REFUSED_HEADERS)
 #: The routes of the lane: path -> (the one parameter of its query, JSON answer?).
-_HIT_ROUTES = {
-    "/secretsmanager/get": ("secretId=", True, ROUTE_METHODS["/secretsmanager/get"]),
-    "/cache": ("name=", False, ROUTE_METHODS["/cache"]),
-}
-#: The header fields of hits, made once: the ``Age`` of the first hour's ages too.
-_MAX_AGE_TEXT = 3600
-_AGES = [("age", str(age)) for age in range(_MAX_AGE_TEXT)]
+_HIT_ROUTES = {"/secretsmanager/get": ("secretId=", True), "/cache": ("name=", False)}
 _NO_STORE = ("cache-control", "no-store")
 _HIT = ("x-cache", "HIT")
 _JSON_TYPE = ("content-type", _JSON)
@@ -659,12 +655,11 @@ class _Plan:
     ``_Bodies``', whose bounds hold.
     """
 
-    __slots__ = ("count", "fields", "method", "name")
+    __slots__ = ("count", "fields", "name")
 
-    def __init__(self, name: str, method: str, count: Callable[[], object]) -> None:
+    def __init__(self, name: str, count: Callable[[], object]) -> None:
         self.name = name
-        #: ``count`` counts a hit asked for with ``method``, as ``count_hit`` would.
-        self.method = method
+        #: Counts a hit on this query, as ``Metrics.count_hit`` would.
         self.count = count
         self.fields: tuple[tuple[str, str] | None, int, int, list[tuple[str, str]]] = (
             None,
@@ -683,7 +678,9 @@ class _HitLane:
     with the right token, if one is required, and no forwarding header. The lane
     makes ``_Guard``'s checks, counts what ``_RequestCounter`` and ``_Lookups``
     count, and answers the headers and bytes the route would. For anything else
-    ``answer`` gives ``None`` having done nothing, and Falcon answers.
+    ``answer`` gives ``None`` and Falcon answers; the lane has then answered and
+    counted nothing, though it may have remembered the query of a request that
+    passed its checks.
     """
 
     def __init__(
@@ -697,8 +694,13 @@ class _HitLane:
         # compare_digest takes str as well as bytes, if both are ASCII; a token
         # that is not is compared by Falcon's route, as bytes.
         self._token = token if token and token.isascii() else None
-        #: Per route path, the plans of the queries asked for on it.
-        self._plans: dict[str, dict[str, _Plan]] = {path: {} for path in _HIT_ROUTES}
+        #: Per (path, method) the lane answers: the route's query parameter, whether
+        #: it answers JSON, and the plans of the queries asked for with them.
+        self._routes: dict[tuple[str, str], tuple[str, bool, dict[str, _Plan]]] = {
+            (path, method): (prefix, as_json, {})
+            for path, (prefix, as_json) in _HIT_ROUTES.items()
+            for method in ROUTE_METHODS[path]
+        }
         self._planned = 0
 
     def answer(
@@ -712,7 +714,7 @@ class _HitLane:
             env.get("PATH_INFO", ""),
             env.get("REQUEST_METHOD", ""),
             env.get(_TOKEN_ENVIRON),
-            _REFUSED_ENVIRON[0] in env or _REFUSED_ENVIRON[1] in env,
+            any(map(env.__contains__, _REFUSED_ENVIRON)),
             env.get("QUERY_STRING", ""),
         )
 
@@ -729,11 +731,8 @@ class _HitLane:
         ``token`` is the token header as sent (``None`` if absent, or sent more than
         once), and ``forwarded`` whether a forwarding header came.
         """
-        route = _HIT_ROUTES.get(path)
+        route = self._routes.get((path, method))
         if route is None or forwarded:
-            return None
-        prefix, as_json, methods = route
-        if method not in methods:
             return None
         if self._required:
             try:  # TypeError: no token, or one that is not ASCII
@@ -741,9 +740,10 @@ class _HitLane:
                     return None
             except TypeError:
                 return None
-        plan = self._plans[path].get(query)
+        prefix, as_json, plans = route
+        plan = plans.get(query)
         if plan is None:
-            plan = self._plan(path, prefix, method, query)
+            plan = self._plan(path, method, prefix, query)
             if plan is None:
                 return None
 
@@ -751,10 +751,7 @@ class _HitLane:
         if found is None:
             return None
         value, age = found
-        if method == plan.method:
-            plan.count()
-        else:
-            self._metrics.count_hit(path, method, plan.name)
+        plan.count()
         if as_json:
             body = self._bodies.secret_json(plan.name, value)
             content_type = _JSON_TYPE
@@ -773,13 +770,12 @@ class _HitLane:
             plan.fields = fields
         return fields[3], body
 
-    def _plan(self, path: str, prefix: str, method: str, query: str) -> _Plan | None:
+    def _plan(self, path: str, method: str, prefix: str, query: str) -> _Plan | None:
         """The plan of a query of the plainest form, remembered; else ``None``.
 
-        Only a request the lane would answer, but for the cache, is planned. The
-        query (with its parameter) is the key, so ``name=x`` and ``secretId=x`` are
-        remembered apart. At most ``_MAX_NAMES`` are kept; past that, all are
-        forgotten.
+        Only a request that passed the lane's checks is planned. The query (with its
+        parameter) is the key, so ``name=x`` and ``secretId=x`` are remembered
+        apart. At most ``_MAX_NAMES`` are kept; past that, all are forgotten.
         """
         if not query.startswith(prefix):
             return None
@@ -787,11 +783,11 @@ class _HitLane:
         if not name or "%" in name or "&" in name or not name.isascii():
             return None
         if self._planned >= _MAX_NAMES:
-            for plans in self._plans.values():
+            for _, _, plans in self._routes.values():
                 plans.clear()
             self._planned = 0
-        plan = _Plan(name, method, self._metrics.hit_counter(path, method, name))
-        self._plans[path][query] = plan
+        plan = _Plan(name, self._metrics.hit_counter(path, method, name))
+        self._routes[path, method][2][query] = plan
         self._planned += 1
         return plan
 
@@ -804,7 +800,7 @@ def _hit_fields(
         _NO_STORE,
         content_type,
         _HIT,
-        _AGES[age] if age < _MAX_AGE_TEXT else ("age", str(age)),
+        ("age", str(age)),
         ("content-length", str(length)),
     ]
 

@@ -263,8 +263,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if demo is not None:
             demo.stop()
     return 0
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())

@@ -64,9 +64,9 @@ import multiprocessing
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
-from ._app import TOKEN_HEADER
+from ._app import REFUSED_HEADER_NAMES, TOKEN_HEADER
 from ._limits import MAX_REQUEST_BODY, answer_body, answer_headers
 
 __all__ = ["Bridge", "available", "serve_granian"]
@@ -168,7 +168,7 @@ class Bridge:
                 scope.path,
                 scope.method,
                 tokens[0] if len(tokens) == 1 else None,
-                "forwarded" in headers or "x-forwarded-for" in headers,
+                any(map(headers.__contains__, REFUSED_HEADER_NAMES)),
                 scope.query_string,
             )
             if hit is not None:
@@ -180,9 +180,7 @@ class Bridge:
             proto.response_bytes(*_answer(400))
             return
         environ = self._environ(scope, headers)
-        if self._pool is None:
-            self.__rsgi_init__(asyncio.get_running_loop())
-        assert self._pool is not None
+        # granian calls __rsgi_init__, which makes the pool, before any request.
         loop = asyncio.get_running_loop()
         status, answer_headers_, body = await loop.run_in_executor(
             self._pool, self._call, environ
@@ -300,7 +298,5 @@ def serve_granian(
     )
     logger.info("granian serving on http://%s:%s", host, port)
     # granian calls a Bridge's __rsgi__.
-    loaded = cast(Callable[..., Any], Bridge(app, threads, port))
-    if interface != "bridge":
-        loaded = app
+    loaded: Any = Bridge(app, threads, port) if interface == "bridge" else app
     server.serve(target_loader=lambda *args: loaded, wrap_loader=False)

@@ -62,7 +62,7 @@ def bind_address(host: str, port: int) -> str:
 def check_bindable(host: str, port: int) -> None:
     """Raise ``OSError`` now if ``host:port`` cannot be bound, with a clear reason.
 
-    Both servers would otherwise report it their own way (gunicorn after retrying
+    Each server would otherwise report it its own way (gunicorn after retrying
     for seconds). The probe socket is closed before the server binds.
     """
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
@@ -204,8 +204,9 @@ def serve(
 ) -> None:
     """Serve ``app`` on each of ``ports`` of ``host`` until SIGTERM or SIGINT.
 
-    A connection has ``request_timeout`` seconds to send each request; one beyond
-    ``max_connections`` open is answered 429.
+    Under waitress and gunicorn a connection has ``request_timeout`` seconds to
+    send each request, and one beyond ``max_connections`` open is answered 429;
+    granian applies these as ``_granian`` says.
     """
     addresses = [bind_address(host, port) for port in ports]
     if server not in SERVERS:

@@ -134,9 +134,8 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
 
     def __init__(self, server: _Server, *args: Any, **kwargs: Any) -> None:
         super().__init__(server, *args, **kwargs)
-        self.opened = time.monotonic()
         self.draining = False  # set when the server stops: close after answering
-        self.deadline: float | None = self.opened + server.request_timeout
+        self.deadline: float | None = time.monotonic() + server.request_timeout
 
     def service(self) -> None:
         """Serve the requests received; the deadline starts again after them."""
