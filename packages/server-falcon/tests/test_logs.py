@@ -47,3 +47,22 @@ def test_a_traceback_stays_on_the_line():
 
     assert line.count("\n") == 0
     assert "RuntimeError: boom" in json.loads(line)["exception"]
+
+
+def test_a_hidden_token_in_a_field_of_any_type_is_replaced_on_the_json_line():
+    from cachecore._redact import RedactingFilter
+
+    redact = RedactingFilter()
+    redact.hide(TOKEN)
+    record = make_record(
+        "request refused",
+        fields={"headers": {"X-Token": TOKEN}, "tried": [TOKEN], "status": 403},
+    )
+
+    assert redact.filter(record)
+    document = json.loads(JsonFormatter().format(record))
+
+    assert TOKEN not in json.dumps(document)
+    assert document["headers"] == "{'X-Token': '(hidden)'}"
+    assert document["tried"] == "['(hidden)']"
+    assert document["status"] == 403

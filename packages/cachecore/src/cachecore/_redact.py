@@ -93,8 +93,12 @@ class RedactingFilter(logging.Filter):
             return True
         if any(hidden in part for part in texts for hidden in self._hidden):
             record.msg, record.args = self._replace(text), None
+            # A value that is not a plain scalar is written out as its text
+            # (``str``), so it is replaced as text.
             record.fields = {
-                key: self._replace(value) if isinstance(value, str) else value
+                key: value
+                if value is None or isinstance(value, bool | int | float)
+                else self._replace(str(value))
                 for key, value in fields.items()
             }
             if record.exc_text:
