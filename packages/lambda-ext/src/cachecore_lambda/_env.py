@@ -15,7 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cachecore import ConfigError
-from cachecore._config import _PARSERS, ENV_NAMES, MAX_TTL, MAX_UPSTREAM_TIMEOUT
+from cachecore._config import (
+    _PARSERS,
+    ENV_NAMES,
+    ENV_SHUTDOWN_TIMEOUT,
+    MAX_TTL,
+    MAX_UPSTREAM_TIMEOUT,
+    _seconds,
+)
 
 __all__ = [
     "ALIASES",
@@ -32,7 +39,6 @@ __all__ = [
 
 ENV_PREFETCH = "CACHECORE_PREFETCH"
 ENV_LOG_LEVEL = "CACHECORE_LOG_LEVEL"
-ENV_SHUTDOWN_TIMEOUT = "CACHECORE_SHUTDOWN_TIMEOUT"
 AWS_PORT = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
 AWS_CACHE_ENABLED = "PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED"
 AWS_CACHE_SIZE = "PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE"
@@ -257,20 +263,11 @@ def _prefetch(environ: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _shutdown_timeout(environ: Mapping[str, str]) -> float:
+    """The sidecar's variable, bounded here by Lambda's 2 s for a stop."""
     raw = _set(environ, ENV_SHUTDOWN_TIMEOUT)
     if raw is None:
         return DEFAULT_SHUTDOWN_TIMEOUT
-    rule = (
-        f"{ENV_SHUTDOWN_TIMEOUT} must be a number of seconds above 0 and at most "
-        f"2, got {raw!r}"
-    )
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ConfigError(rule) from None
-    if not (math.isfinite(value) and 0 < value <= 2):
-        raise ConfigError(rule)
-    return value
+    return _seconds(ENV_SHUTDOWN_TIMEOUT, raw, 2)
 
 
 def read_settings(environ: Mapping[str, str]) -> LambdaSettings:
