@@ -357,6 +357,9 @@ class SecretCache:
         returned). Raises ``FetchError`` subclasses.
         """
         if version_id is None and version_stage is None and not refresh:
+            # fresh_hit, inlined: the in-process hit is the path measured against
+            # a dict lookup, and calling it (a call and a tuple) made get about a
+            # third slower here (380 ns against 283 ns).
             fresh = self._fresh.get(secret_id)
             if fresh is not None and self._clock() < fresh[0]:
                 touches = self._touches
@@ -364,12 +367,8 @@ class SecretCache:
                 if len(touches) > _MAX_TOUCHES:
                     self._take_touches()
                 return fresh[1]
-        return self.lookup(
-            secret_id,
-            version_id=version_id,
-            version_stage=version_stage,
-            refresh=refresh,
-        ).value
+        key: CacheKey = ("secret", secret_id, version_id, version_stage)
+        return cast(SecretValue, self._lookup(key, refresh).value)
 
     def get_secret_string(
         self,
