@@ -363,21 +363,21 @@ def test_a_read_after_close_raises_client_closed_at_once(serve, fake_time):
 
 
 @pytest.mark.parametrize(
-    "read",
+    ("read", "named"),
     [
-        lambda c: c.get_secret_string(b"x"),
-        lambda c: c.get_secret_string(5),
-        lambda c: c.get_secret_string(""),
-        lambda c: c.get_secret_json("x", version_stage=""),
-        lambda c: c.get_secret_value("x", version_id="v" * 65),
-        lambda c: c.get_parameter("/p", version=10**20),
-        lambda c: c.get_parameter("/p", version=0),
-        lambda c: c.get_parameter("/p", version=1, label="l"),
-        lambda c: c.get_parameter("bad\nname"),
+        (lambda c: c.get_secret_string(b"x"), b"x"),
+        (lambda c: c.get_secret_string(5), 5),
+        (lambda c: c.get_secret_string(""), ""),
+        (lambda c: c.get_secret_json("x", version_stage=""), "x"),
+        (lambda c: c.get_secret_value("x", version_id="v" * 65), "x"),
+        (lambda c: c.get_parameter("/p", version=10**20), "/p"),
+        (lambda c: c.get_parameter("/p", version=0), "/p"),
+        (lambda c: c.get_parameter("/p", version=1, label="l"), "/p"),
+        (lambda c: c.get_parameter("bad\nname"), "bad\nname"),
     ],
 )
 def test_arguments_the_library_refuses_are_refused_before_sending(
-    serve, fake_time, read
+    serve, fake_time, read, named
 ):
     server = serve(OK)
     fallback = Fallback()
@@ -388,6 +388,7 @@ def test_arguments_the_library_refuses_are_refused_before_sending(
     assert isinstance(caught.value, cachecore.InvalidRequestError)
     assert caught.value.status is None
     assert caught.value.code == "InvalidParameterException"
+    assert caught.value.secret_id == named  # as every other error of the client
     assert (server.seen, fallback.calls) == ([], [])
 
 

@@ -216,11 +216,6 @@ def answer_error(
     return _make_error(kind, message, secret_id, status, aws_type)
 
 
-def _refused(exc: cachecore.InvalidRequestError) -> InvalidRequestError:
-    """The client's own class for an argument the library's check refused."""
-    return InvalidRequestError(exc.message, code=exc.code)
-
-
 def _created(raw: object) -> datetime | None:
     if isinstance(raw, str | int | float) and not isinstance(raw, bool):
         try:
@@ -530,7 +525,9 @@ class SecretsClient:
         try:
             check_secret_id(secret_id, version_id, version_stage)
         except cachecore.InvalidRequestError as exc:
-            raise _refused(exc) from None
+            raise _make_error(
+                InvalidRequestError, exc.message, secret_id, aws_type=exc.code
+            ) from None
         query = _query(
             secretId=secret_id,
             versionId=version_id,
@@ -559,7 +556,9 @@ class SecretsClient:
         try:
             check_parameter(name, version, label)
         except cachecore.InvalidRequestError as exc:
-            raise _refused(exc) from None
+            raise _make_error(
+                InvalidRequestError, exc.message, name, aws_type=exc.code
+            ) from None
         query = _query(
             name=name,
             version=None if version is None else str(version),
@@ -779,8 +778,7 @@ class SecretsClient:
 
     def _fallback_reader(self) -> SecretReader | None:
         with self._fallback_lock:
-            if self._closed:  # closed while the read was under way
-                raise ClientClosedError("this SecretsClient is closed")
+            self._check_open()  # closed while the read was under way
             if self._fallback is None and self._build_fallback is not None:
                 self._fallback = self._build_fallback()
             return self._fallback
