@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shlex
 import shutil
 import stat
 import struct
@@ -147,12 +148,10 @@ def is_elf(path: Path) -> bool:
         return False
 
 
-def version_requirements(path: Path) -> dict[str, set[str]]:
-    """The symbol versions an ELF file needs, by library: ``{"libc.so.6": {...}}``.
+def _elf_sections(path: Path) -> tuple[bytes, list[tuple[int, ...]]]:
+    """The bytes of a 64-bit little-endian ELF file and its section headers.
 
-    Read from its ``.gnu.version_r`` section (the table the dynamic loader checks:
-    a missing version is the "version `GLIBC_2.34' not found" error). Only 64-bit
-    little-endian files (x86_64, aarch64) are read; others raise ``ValueError``.
+    Other files raise ``ValueError``.
     """
     data = path.read_bytes()
     if data[:4] != _ELF_MAGIC:
@@ -165,6 +164,17 @@ def version_requirements(path: Path) -> dict[str, set[str]]:
         struct.unpack_from("<IIQQQQIIQQ", data, shoff + index * shentsize)
         for index in range(shnum if shoff else 0)
     ]
+    return data, sections
+
+
+def version_requirements(path: Path) -> dict[str, set[str]]:
+    """The symbol versions an ELF file needs, by library: ``{"libc.so.6": {...}}``.
+
+    Read from its ``.gnu.version_r`` section (the table the dynamic loader checks:
+    a missing version is the "version `GLIBC_2.34' not found" error). Only 64-bit
+    little-endian files (x86_64, aarch64) are read; others raise ``ValueError``.
+    """
+    data, sections = _elf_sections(path)
     needs: dict[str, set[str]] = {}
     for section in sections:
         if section[1] != _SHT_GNU_VERNEED:
@@ -189,15 +199,7 @@ def version_requirements(path: Path) -> dict[str, set[str]]:
 
 def needed_libraries(path: Path) -> list[str]:
     """The ``DT_NEEDED`` entries of an ELF file: the libraries it links against."""
-    data = path.read_bytes()
-    if data[:4] != _ELF_MAGIC or data[4] != 2 or data[5] != 1:
-        raise ValueError(f"{path}: not a 64-bit little-endian ELF file")
-    header = struct.unpack_from("<16sHHIQQQIHHHHHH", data, 0)
-    shoff, shentsize, shnum = header[6], header[11], header[12]
-    sections = [
-        struct.unpack_from("<IIQQQQIIQQ", data, shoff + index * shentsize)
-        for index in range(shnum if shoff else 0)
-    ]
+    data, sections = _elf_sections(path)
     needed: list[str] = []
     for section in sections:
         if section[1] != _SHT_DYNAMIC:
@@ -226,9 +228,13 @@ def _glibc_version(name: str) -> tuple[int, ...] | None:
 
 def glibc_floor_of_file(path: Path) -> tuple[int, ...]:
     """The highest ``GLIBC_x.y`` version ``path`` needs; ``()`` if none."""
+    return _glibc_floor_of(version_requirements(path))
+
+
+def _glibc_floor_of(requirements: dict[str, set[str]]) -> tuple[int, ...]:
     versions = [
         version
-        for names in version_requirements(path).values()
+        for names in requirements.values()
         for name in names
         if (version := _glibc_version(name)) is not None
     ]
@@ -286,8 +292,8 @@ def glibc_floor(directory: Path) -> GlibcFloor:
         if not is_elf(path):
             continue
         name = path.name if path == directory else str(path.relative_to(directory))
-        by_file[name] = glibc_floor_of_file(path)
         requirements = version_requirements(path)
+        by_file[name] = _glibc_floor_of(requirements)
         if any("GLIBC_PRIVATE" in names for names in requirements.values()):
             private.append(name)
         for library in needed_libraries(path):
@@ -346,7 +352,9 @@ class BuildRoot:
             'exec chroot "$1" /usr/bin/env -i HOME=/root LANG=C.UTF-8 '
             "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin "
             "DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 "
-            + " ".join(f"{name}={value}" for name, value in self._pip_env())
+            + " ".join(
+                f"{name}={shlex.quote(value)}" for name, value in self._pip_env()
+            )
             + ' /bin/sh -euc "$3"'
         )
         command = [

@@ -21,11 +21,13 @@ the state of the key's failures:
   masked.
 
 One lock guards the cache's own state and is never held while the fetcher runs, so
-a slow miss on one key delays no other key. Each call to the fetcher runs in a
-thread of its own, and a caller waits for it at most ``upstream_timeout`` seconds
-in all (botocore's own retries included): then it gets the stored value marked
-stale, if one is within ``max_stale``, or ``UpstreamTimeoutError``, while the call
-goes on and its outcome is recorded when it ends.
+a slow miss on one key delays no other key. Each call to the fetcher that a lookup
+makes runs in a thread of its own, and a caller waits for it at most
+``upstream_timeout`` seconds in all (botocore's own retries included): then it
+gets the stored value marked stale, if one is within ``max_stale``, or
+``UpstreamTimeoutError``, while the call goes on and its outcome is recorded when
+it ends. (``prefetch`` calls the fetcher in its caller's thread, and checks its own
+deadline between calls.)
 
 A fresh hit on a secret's current version takes no lock: ``get`` and ``lookup``
 read an immutable record of the value and the end of its freshness from a dict
