@@ -17,8 +17,8 @@ client, which the stock worker does in its main loop, up to 2 s per connection.
 
 from __future__ import annotations
 
+import functools
 import math
-import select
 import selectors
 import socket
 import time
@@ -42,13 +42,12 @@ from ._limits import (
     head_problem,
     http_answer,
     send_and_close,
+    take_backlog,
 )
 
 __all__ = ["WholeRequestWorker", "worker_class"]
 
 _RECV_SIZE = 8192
-#: At a stop, at most this many connections waiting in a backlog are taken.
-_MAX_BACKLOG_TAKEN = 4096
 #: What ``_verdict`` says of a request besides a status to refuse it with.
 _WAIT = -1
 _READY = 0
@@ -152,11 +151,7 @@ class WholeRequestWorker(ThreadWorker):  # type: ignore[misc]
         for listener in self.sockets:
             if getattr(listener, "sock", listener) is None:
                 continue  # closed already
-            for _ in range(_MAX_BACKLOG_TAKEN):
-                readable, _, _ = select.select([listener], [], [], 0)
-                if not readable:
-                    break
-                self.accept(listener)
+            take_backlog(listener, functools.partial(self.accept, listener))
             listener.close()
 
     def accept(self, listener: socket.socket) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
+from collections.abc import Callable
 
 __all__ = [
     "CHUNKED",
@@ -42,6 +44,7 @@ __all__ = [
     "head_problem",
     "http_answer",
     "send_and_close",
+    "take_backlog",
 ]
 
 #: The longest request line, without its CRLF; a longer one is answered 414.
@@ -313,3 +316,24 @@ def close_at_once(sock: socket.socket, answer: bytes = b"") -> None:
 def send_and_close(sock: socket.socket, status: int) -> None:
     """Answer with ``status`` and close, without blocking."""
     close_at_once(sock, http_answer(status))
+
+
+#: At a stop, at most this many connections waiting in a backlog are taken.
+MAX_BACKLOG_TAKEN = 4096
+
+
+def take_backlog(listener: socket.socket, accept: Callable[[], object]) -> None:
+    """Call ``accept`` for each connection waiting in ``listener``'s backlog.
+
+    At a stop: those connections were made before it, and closing the listener
+    would reset them. Stops at ``MAX_BACKLOG_TAKEN``, or when the listener is
+    closed.
+    """
+    for _ in range(MAX_BACKLOG_TAKEN):
+        try:
+            readable, _, _ = select.select([listener], [], [], 0)
+        except (OSError, ValueError):
+            return
+        if not readable:
+            return
+        accept()

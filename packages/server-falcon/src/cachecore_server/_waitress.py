@@ -14,7 +14,6 @@ closed. Every answer waitress gives on its own is the JSON of ``_limits``.
 from __future__ import annotations
 
 import logging
-import select
 import socket
 import threading
 import time
@@ -41,6 +40,7 @@ from ._limits import (
     head_problem,
     http_answer,
     send_and_close,
+    take_backlog,
 )
 
 __all__ = ["GracefulLoop", "create_server"]
@@ -295,26 +295,9 @@ def create_server(
     )
 
 
-#: At a stop, at most this many connections waiting in a backlog are taken.
-_MAX_BACKLOG_TAKEN = 4096
 #: At a stop, how long an open connection may take to send a request it has under
 #: way (it is answered, then closed); after that the idle ones are closed.
 _FRESH_GRACE = 0.5
-
-
-def _take_backlog(server: TcpWSGIServer) -> None:
-    """Accept the connections waiting in a listener's backlog.
-
-    They were made before the stop; closing the listener would reset them.
-    """
-    for _ in range(_MAX_BACKLOG_TAKEN):
-        try:
-            readable, _, _ = select.select([server.socket], [], [], 0)
-        except (OSError, ValueError):
-            return
-        if not readable:
-            return
-        server.handle_accept()
 
 
 class GracefulLoop:
@@ -366,7 +349,7 @@ class GracefulLoop:
             self._drain_started = time.monotonic()
             for dispatcher in list(self._map.values()):
                 if isinstance(dispatcher, TcpWSGIServer):
-                    _take_backlog(dispatcher)
+                    take_backlog(dispatcher.socket, dispatcher.handle_accept)
                     # Only the listening socket: the server's close() would also
                     # close the pipe that finished requests wake the loop with.
                     wasyncore.dispatcher.close(dispatcher)
