@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote_to_bytes
 from wsgiref.types import StartResponse, WSGIEnvironment
 
@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 METRICS_PATH = "/metrics"
+_T = TypeVar("_T", SecretValue, ParameterValue)
 _BEARER = "bearer "
 _REFUSED_HEADERS = ("X-Forwarded-For", "Forwarded")
 _PLAIN = "text/plain; charset=utf-8"
@@ -253,19 +254,16 @@ class _Lookups:
         version_stage: str | None,
         refresh: bool,
     ) -> Lookup[SecretValue]:
-        try:
-            found = self._cache.lookup(
+        return self._counted(
+            "secret",
+            secret_id,
+            lambda: self._cache.lookup(
                 secret_id,
                 version_id=version_id,
                 version_stage=version_stage,
                 refresh=refresh,
-            )
-        except FetchError as exc:
-            if not _refused_here(exc):
-                self._metrics.count_lookup("secret", secret_id, "error")
-            raise
-        self._metrics.count_lookup("secret", secret_id, found.state)
-        return found
+            ),
+        )
 
     def lookup_parameter(
         self,
@@ -275,15 +273,25 @@ class _Lookups:
         label: str | None,
         with_decryption: bool,
     ) -> Lookup[ParameterValue]:
-        try:
-            found = self._cache.lookup_parameter(
+        return self._counted(
+            "parameter",
+            name,
+            lambda: self._cache.lookup_parameter(
                 name, version=version, label=label, with_decryption=with_decryption
-            )
+            ),
+        )
+
+    def _counted(
+        self, kind: str, name: str, look_up: Callable[[], Lookup[_T]]
+    ) -> Lookup[_T]:
+        """``look_up()``, counted by its state, or as an error the cache reached."""
+        try:
+            found = look_up()
         except FetchError as exc:
             if not _refused_here(exc):
-                self._metrics.count_lookup("parameter", name, "error")
+                self._metrics.count_lookup(kind, name, "error")
             raise
-        self._metrics.count_lookup("parameter", name, found.state)
+        self._metrics.count_lookup(kind, name, found.state)
         return found
 
 
