@@ -399,3 +399,20 @@ def test_close_forgets_values(fetcher, clock):
     assert cache.stats().entries == 0
     cache.get("db")
     assert len(fetcher.calls) == 2
+
+
+def test_a_wait_that_runs_out_answers_the_stored_value_stale_counted_once(
+    fetcher, clock
+):
+    cache = make_cache(fetcher, clock, ttl=10, max_stale=60, upstream_timeout=0.2)
+    cache.get("db")
+    clock.advance(11)
+    fetcher.gate = threading.Event()
+    try:
+        found = cache.lookup("db")
+        stats = cache.stats()
+    finally:
+        fetcher.gate.set()
+
+    assert (found.state, found.age) == ("stale", 11)
+    assert (stats.timed_out, stats.stale) == (1, 1)

@@ -553,12 +553,11 @@ class SecretCache:
         else:
             logger.debug("waiting on the fetch under way for %s", key[1])
         if not flight.done.wait(self._wait):
-            lookup = self._too_late(key)
-        elif flight.error is not None:
+            return self._too_late(key)
+        if flight.error is not None:
             _raise(flight.error)
-        else:
-            assert flight.lookup is not None  # set whenever error is not
-            lookup = flight.lookup
+        lookup = flight.lookup
+        assert lookup is not None  # set whenever error is not
         if lookup.state == "stale":
             with self._lock:
                 self._stale += 1
@@ -684,11 +683,9 @@ class SecretCache:
         """
         with self._lock:
             self._timed_out += 1
-            entry = self._entries.get(key)
-            now = self._clock()
-            if entry is not None and entry.value is not None:
-                if now < entry.expires_at + self._config.max_stale:
-                    return Lookup(entry.value, "stale", now - entry.value.fetched_at)
+            early = self._stale_now(key, self._clock())
+        if early is not None:
+            return early
         raise UpstreamTimeoutError(
             f"no answer from AWS within {self._wait:g}s "
             "(CACHECORE_UPSTREAM_TIMEOUT); the call goes on in the background",
@@ -711,8 +708,8 @@ class SecretCache:
             name, selector=first, with_decryption=second is not None
         )
 
-    def _fetch(self, key: CacheKey, flight: _Flight) -> Lookup[Any]:
-        """Make the call of a flight and record its outcome.
+    def _fetch(self, key: CacheKey, flight: _Flight) -> None:
+        """Make the call of a flight and record its outcome in it.
 
         Whatever happens, even an interrupt, the flight is removed and its waiters
         are woken: no key is ever left waiting on a call that ended.
@@ -736,14 +733,13 @@ class SecretCache:
                     flight.error = exc
                     raise
                 flight.lookup = stale
-                return stale
+                return
             with self._lock:
                 self._upstream_calls += 1
                 now = self._clock()
                 value = replace(value, fetched_at=now)
                 self._store(key, value, now, forced=flight.forced)
             flight.lookup = Lookup(value, "miss", 0.0)
-            return flight.lookup
         except BaseException as exc:
             if flight.error is None and flight.lookup is None:
                 flight.error = (
