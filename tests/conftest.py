@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from faultproxy import FaultProxy
 from support import (
     REGION,
     Sidecar,
@@ -32,17 +33,37 @@ def moto_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def secretsmanager(moto_url: str):  # type: ignore[no-untyped-def]
-    client = boto3.client(
-        "secretsmanager",
+def _moto_client(service: str, moto_url: str):  # type: ignore[no-untyped-def]
+    return boto3.client(
+        service,
         endpoint_url=moto_url,
         region_name=REGION,
         aws_access_key_id="test-key",
         aws_secret_access_key="test-secret",
     )
+
+
+@pytest.fixture(scope="session")
+def secretsmanager(moto_url: str):  # type: ignore[no-untyped-def]
+    client = _moto_client("secretsmanager", moto_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def ssm(moto_url: str):  # type: ignore[no-untyped-def]
+    """Parameter Store of the session's moto."""
+    client = _moto_client("ssm", moto_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def proxy(moto_url: str) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of moto; stopped after the test. Point a sidecar at it
+    with ``support.env_through``."""
+    with FaultProxy(moto_url) as running:
+        yield running
 
 
 @pytest.fixture

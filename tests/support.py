@@ -18,8 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from faultproxy import FaultProxy
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
@@ -166,5 +170,14 @@ def sidecar_env(moto_url: str, **settings: str) -> dict[str, str]:
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
     )
+    env.update(settings)
+    return env
+
+
+def env_through(proxy: FaultProxy, **settings: str) -> dict[str, str]:
+    """The environment of a sidecar that requires ``TOKEN`` and reaches Secrets
+    Manager through ``proxy``, with ``settings`` on top."""
+    env = sidecar_env(proxy.upstream_url, CACHECORE_TOKEN=TOKEN)
+    env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = proxy.url
     env.update(settings)
     return env

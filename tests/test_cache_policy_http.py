@@ -11,12 +11,10 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from faultproxy import FaultProxy
-from support import TOKEN, sidecar_env
+from support import TOKEN, env_through
 
 from cachecore_server import TOKEN_HEADER
 
@@ -24,17 +22,8 @@ AUTH = {TOKEN_HEADER: TOKEN}
 GET = "GetSecretValue"
 
 
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as running:
-        yield running
-
-
-def env_through(proxy: FaultProxy, moto_url: str, **settings: str) -> dict[str, str]:
-    env = sidecar_env(moto_url, CACHECORE_TOKEN=TOKEN, AWS_MAX_ATTEMPTS="1")
-    env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = proxy.url
-    env.update(settings)
-    return env
+#: Every sidecar here: each fetch is one call at the proxy.
+ONE_CALL = {"AWS_MAX_ATTEMPTS": "1"}
 
 
 def poll_answers(sidecar, target, until, timeout=20.0, **kwargs):
@@ -49,11 +38,11 @@ def poll_answers(sidecar, target, until, timeout=20.0, **kwargs):
 
 
 def test_fifty_concurrent_cold_requests_make_one_upstream_call(
-    moto_url, secretsmanager, unique, start_sidecar, proxy
+    secretsmanager, unique, start_sidecar, proxy
 ):
     name = unique("cold")
     secretsmanager.create_secret(Name=name, SecretString="cold-value")
-    sidecar = start_sidecar("--threads", "64", env=env_through(proxy, moto_url))
+    sidecar = start_sidecar("--threads", "64", env=env_through(proxy, **ONE_CALL))
     proxy.delay(GET, 0.5)  # the first fetch is still under way when the rest arrive
     start = threading.Barrier(50)
 
@@ -70,13 +59,13 @@ def test_fifty_concurrent_cold_requests_make_one_upstream_call(
 
 
 def test_forced_refresh_storm_is_capped_per_interval(
-    moto_url, secretsmanager, unique, start_sidecar, proxy
+    secretsmanager, unique, start_sidecar, proxy
 ):
     name = unique("storm")
     secretsmanager.create_secret(Name=name, SecretString="v")
     interval = 1.0
     sidecar = start_sidecar(
-        env=env_through(proxy, moto_url, CACHECORE_REFRESH_MIN_INTERVAL=str(interval))
+        env=env_through(proxy, **ONE_CALL, CACHECORE_REFRESH_MIN_INTERVAL=str(interval))
     )
     stop_at = time.monotonic() + 3.0
     sent = []
@@ -103,12 +92,12 @@ def test_forced_refresh_storm_is_capped_per_interval(
 
 @pytest.mark.parametrize(("kind", "label"), [("error500", "500"), ("throttle", "429")])
 def test_expired_value_is_served_stale_while_upstream_fails(
-    moto_url, secretsmanager, unique, start_sidecar, proxy, kind, label
+    secretsmanager, unique, start_sidecar, proxy, kind, label
 ):
     name = unique(f"stale-{label}")
     secretsmanager.create_secret(Name=name, SecretString=json.dumps({"k": label}))
     sidecar = start_sidecar(
-        env=env_through(proxy, moto_url, CACHECORE_TTL="1", CACHECORE_MAX_STALE="600")
+        env=env_through(proxy, **ONE_CALL, CACHECORE_TTL="1", CACHECORE_MAX_STALE="600")
     )
     target = f"/secretsmanager/get?secretId={name}"
     assert sidecar.get(target, headers=AUTH).status == 200
@@ -124,12 +113,12 @@ def test_expired_value_is_served_stale_while_upstream_fails(
 
 
 def test_access_denied_after_expiry_is_403_and_never_served_stale(
-    moto_url, secretsmanager, unique, start_sidecar, proxy
+    secretsmanager, unique, start_sidecar, proxy
 ):
     name = unique("revoked")
     secretsmanager.create_secret(Name=name, SecretString="revoked-value")
     sidecar = start_sidecar(
-        env=env_through(proxy, moto_url, CACHECORE_TTL="1", CACHECORE_MAX_STALE="600")
+        env=env_through(proxy, **ONE_CALL, CACHECORE_TTL="1", CACHECORE_MAX_STALE="600")
     )
     target = f"/cache?name={name}"
     assert sidecar.get(target, headers=AUTH).text == "revoked-value"
@@ -150,12 +139,12 @@ def test_access_denied_after_expiry_is_403_and_never_served_stale(
 
 
 def test_throttled_cold_key_answers_429_with_retry_after_and_backs_off(
-    moto_url, secretsmanager, unique, start_sidecar, proxy
+    secretsmanager, unique, start_sidecar, proxy
 ):
     name = unique("throttled")
     secretsmanager.create_secret(Name=name, SecretString="x")
     sidecar = start_sidecar(
-        env=env_through(proxy, moto_url, CACHECORE_BACKOFF_BASE_SECONDS="30")
+        env=env_through(proxy, **ONE_CALL, CACHECORE_BACKOFF_BASE_SECONDS="30")
     )
     proxy.fail(GET, "throttle")
 
@@ -170,9 +159,7 @@ def test_throttled_cold_key_answers_429_with_retry_after_and_backs_off(
     assert proxy.calls(GET) == 1  # the other 19 were answered from the backoff
 
 
-def test_prefetch_uses_batch_calls_against_moto(
-    moto_url, secretsmanager, unique, proxy
-):
+def test_prefetch_uses_batch_calls_against_moto(secretsmanager, unique, proxy):
     import botocore.session
 
     from cachecore import (
@@ -205,7 +192,7 @@ def test_prefetch_uses_batch_calls_against_moto(
 
 
 def test_prefetch_makes_two_batch_calls_for_twenty_five_ids(
-    moto_url, secretsmanager, unique, proxy
+    secretsmanager, unique, proxy
 ):
     import botocore.session
 

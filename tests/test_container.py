@@ -69,9 +69,14 @@ NEVER_IN_IMAGE = {
     "cachecore-lambda",
     "cachecore-client",
 }
+#: What pip prints when it cannot reach the index. Offline it also prints "No matching
+#: distribution found", but so does a wrong pin with the network up: only a
+#: connection error is a reason to skip.
 OFFLINE = re.compile(
-    r"NewConnectionError|Temporary failure in name resolution|"
-    r"Network is unreachable|No matching distribution found"
+    r"NewConnectionError|Failed to establish a new connection|"
+    r"Temporary failure in name resolution|Name or service not known|"
+    r"Network is unreachable|Connection refused|ConnectTimeoutError|"
+    r"ReadTimeoutError|Read timed out|ProxyError"
 )
 
 
@@ -278,9 +283,9 @@ def replay(step: Step, paths: dict[str, Path], python: str, log: Path) -> None:
     )
     log.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
-        said = (done.stdout + done.stderr)[-3000:]
-        offline = [line for line in said.splitlines() if OFFLINE.search(line)]
-        offline.sort(key=lambda line: "No matching" in line)  # the cause first
+        output = done.stdout + done.stderr
+        said = output[-3000:]
+        offline = [line for line in output.splitlines() if OFFLINE.search(line)]
         if offline:
             pytest.skip(
                 f"the package index cannot be reached here, so {INSTALL_SCRIPT} "

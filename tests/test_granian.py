@@ -39,14 +39,23 @@ def raw_exchange(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict, 
     return int(lines[0].split()[1]), headers, rest[:length]
 
 
-def summary(answer: tuple[int, dict, bytes]) -> tuple[int, str | None, str | None]:
-    """What must agree: the status, the body (of an error in JSON, its __type) and
-    X-Cache."""
+Summary = tuple[int, str | None, str | None, str | None, str | None]
+
+
+def summary(answer: tuple[int, dict, bytes]) -> Summary:
+    """What must agree: the status, the body (of an error in JSON, its __type),
+    X-Cache, Content-Type and Cache-Control."""
     status, headers, body = answer
     shown = body.decode("utf-8", "replace")
     if body and status != 200 and headers.get("content-type") == "application/json":
         shown = json.loads(body)["__type"]
-    return status, shown, headers.get("x-cache")
+    return (
+        status,
+        shown,
+        headers.get("x-cache"),
+        headers.get("content-type"),
+        headers.get("cache-control"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +190,8 @@ def test_a_path_holding_u_fffd_is_read_as_not_utf8_under_granian(servers):
         for line in (b"GET /v1/a%EF%BF%BDb HTTP/1.1", b"GET /v1/a%FFb HTTP/1.1")
     ]
 
-    assert answers == [(400, "InvalidParameterException", None)] * 2
+    refused = (400, "InvalidParameterException", None, "application/json", "no-store")
+    assert answers == [refused] * 2
 
 
 def test_granian_refuses_a_content_length_of_thousands_of_digits(servers):

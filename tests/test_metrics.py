@@ -8,13 +8,9 @@ proxy throttles is answered stale at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import boto3
 import pytest
-from faultproxy import FaultProxy
 from prometheus_client.parser import text_string_to_metric_families
-from support import REGION, TOKEN, sidecar_env
+from support import TOKEN, env_through
 
 from cachecore_server import TOKEN_HEADER
 
@@ -23,23 +19,16 @@ GET = "GetSecretValue"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as running:
-        yield running
-
-
-def env_through(proxy: FaultProxy, moto_url: str, **settings: str) -> dict[str, str]:
-    env = sidecar_env(
-        moto_url,
-        CACHECORE_TOKEN=TOKEN,
+def counted_env(proxy, **settings):
+    """Each fetch is one call at the proxy, a refresh is never held back by a
+    minimum interval, and Parameter Store is the proxy's moto, reached directly."""
+    return env_through(
+        proxy,
         AWS_MAX_ATTEMPTS="1",
         CACHECORE_REFRESH_MIN_INTERVAL="0",
-        AWS_ENDPOINT_URL_SSM=moto_url,
+        AWS_ENDPOINT_URL_SSM=proxy.upstream_url,
+        **settings,
     )
-    env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = proxy.url
-    env.update(settings)
-    return env
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -53,20 +42,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def requests(route: str, method: str, status: int) -> tuple[str, tuple]:
     labels = (("method", method), ("route", route), ("status", str(status)))
     return ("cachecore_http_requests_total", labels)
-
-
-def put_parameter(moto_url: str, name: str) -> None:
-    ssm = boto3.client(
-        "ssm",
-        endpoint_url=moto_url,
-        region_name=REGION,
-        aws_access_key_id="test-key",
-        aws_secret_access_key="test-secret",
-    )
-    try:
-        ssm.put_parameter(Name=name, Type="String", Value="parameter-value")
-    finally:
-        ssm.close()
 
 
 def run_known_sequence(sidecar, proxy, names):
@@ -100,22 +75,22 @@ def run_known_sequence(sidecar, proxy, names):
     return states
 
 
-def make_names(unique, secretsmanager, moto_url):
+def make_names(unique, secretsmanager, ssm):
     found = unique("metrics-found")
     secretsmanager.create_secret(Name=found, SecretString="metrics-value")
     failing = unique("metrics-failing")
     secretsmanager.create_secret(Name=failing, SecretString="never-read")
     parameter = "/" + unique("metrics-parameter")
-    put_parameter(moto_url, parameter)
+    ssm.put_parameter(Name=parameter, Type="String", Value="parameter-value")
     return found, unique("metrics-missing"), failing, parameter
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "waitress"])
 def test_metrics_count_exactly_what_a_known_sequence_of_requests_did(
-    server, moto_url, secretsmanager, unique, start_sidecar, proxy
+    server, ssm, secretsmanager, unique, start_sidecar, proxy
 ):
-    names = make_names(unique, secretsmanager, moto_url)
-    sidecar = start_sidecar(server=server, env=env_through(proxy, moto_url))
+    names = make_names(unique, secretsmanager, ssm)
+    sidecar = start_sidecar(server=server, env=counted_env(proxy))
 
     states = run_known_sequence(sidecar, proxy, names)
     first = sidecar.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -168,13 +143,13 @@ def test_metrics_count_exactly_what_a_known_sequence_of_requests_did(
 
 
 def test_metrics_name_secrets_only_with_metrics_names_on(
-    moto_url, secretsmanager, unique, start_sidecar, proxy
+    ssm, secretsmanager, unique, start_sidecar, proxy
 ):
-    names = make_names(unique, secretsmanager, moto_url)
+    names = make_names(unique, secretsmanager, ssm)
     found, missing, failing, parameter = names
     sidecar = start_sidecar(
         server="waitress",
-        env=env_through(proxy, moto_url, CACHECORE_METRICS_NAMES="true"),
+        env=counted_env(proxy, CACHECORE_METRICS_NAMES="true"),
     )
 
     run_known_sequence(sidecar, proxy, names)
@@ -202,8 +177,8 @@ def test_metrics_name_secrets_only_with_metrics_names_on(
     )
 
 
-def test_metrics_need_the_token_and_take_a_bearer(moto_url, start_sidecar, proxy):
-    sidecar = start_sidecar(env=env_through(proxy, moto_url))
+def test_metrics_need_the_token_and_take_a_bearer(start_sidecar, proxy):
+    sidecar = start_sidecar(env=counted_env(proxy))
 
     missing = sidecar.get("/metrics")
     wrong = sidecar.get("/metrics", headers={"Authorization": "Bearer wrong"})

@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
-import boto3
 import falcon.inspect
 import falcon.testing
 import pytest
@@ -21,7 +20,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from support import HOST, REGION, TOKEN, sidecar_env
+from support import HOST, TOKEN, sidecar_env
 
 from cachecore import Config, SecretCache
 from cachecore_server import TOKEN_HEADER, create_app
@@ -101,25 +100,15 @@ def test_document_and_app_have_the_same_routes_and_methods():
         assert set(refused.headers["allow"].split(", ")) == methods, path
 
 
-def seed_backends(moto_url: str, secretsmanager: Any) -> None:
+def seed_backends(secretsmanager: Any, ssm: Any) -> None:
     for name, value in SECRETS.items():
         kind = "SecretBinary" if isinstance(value, bytes) else "SecretString"
         try:
             secretsmanager.create_secret(Name=name, **{kind: value})
         except secretsmanager.exceptions.ResourceExistsException:
             secretsmanager.put_secret_value(SecretId=name, **{kind: value})
-    ssm = boto3.client(
-        "ssm",
-        endpoint_url=moto_url,
-        region_name=REGION,
-        aws_access_key_id="test-key",
-        aws_secret_access_key="test-secret",
-    )
-    try:
-        for name, (kind, value) in PARAMETERS.items():
-            ssm.put_parameter(Name=name, Type=kind, Value=value, Overwrite=True)
-    finally:
-        ssm.close()
+    for name, (kind, value) in PARAMETERS.items():
+        ssm.put_parameter(Name=name, Type=kind, Value=value, Overwrite=True)
 
 
 @schemathesis.deserializer("text/plain")
@@ -145,8 +134,8 @@ CONFIG = schemathesis.Config.from_dict(
 SCHEMA = schemathesis.openapi.from_path(str(DOCUMENT), config=CONFIG)
 
 
-def start_with_moto(moto_url, secretsmanager, start_sidecar, server="gunicorn"):
-    seed_backends(moto_url, secretsmanager)
+def start_with_moto(moto_url, secretsmanager, ssm, start_sidecar, server="gunicorn"):
+    seed_backends(secretsmanager, ssm)
     return start_sidecar(
         server=server,
         env=sidecar_env(
@@ -160,9 +149,11 @@ def start_with_moto(moto_url, secretsmanager, start_sidecar, server="gunicorn"):
 
 
 @pytest.fixture(params=["gunicorn", "waitress"])
-def sidecar_url(request, moto_url, secretsmanager, start_sidecar):
+def sidecar_url(request, moto_url, secretsmanager, ssm, start_sidecar):
     """A cachecore-server with moto behind it, serving the document as packaged."""
-    sidecar = start_with_moto(moto_url, secretsmanager, start_sidecar, request.param)
+    sidecar = start_with_moto(
+        moto_url, secretsmanager, ssm, start_sidecar, request.param
+    )
     served = sidecar.get("/openapi.json", headers=AUTH)
     assert served.status == 200
     assert json.loads(served.body) == load_document()
@@ -186,9 +177,9 @@ def test_running_server_answers_as_documented(case, sidecar_url):
 
 
 def test_version_and_label_together_are_refused_even_when_the_version_is_cached(
-    moto_url, secretsmanager, start_sidecar
+    moto_url, secretsmanager, ssm, start_sidecar
 ):
-    sidecar = start_with_moto(moto_url, secretsmanager, start_sidecar)
+    sidecar = start_with_moto(moto_url, secretsmanager, ssm, start_sidecar)
     route = "/systemsmanager/parameters/get?name=/demo/feature-flags"
 
     cached = sidecar.get(f"{route}&version=1", headers=AUTH)

@@ -54,7 +54,8 @@ def test_metrics_names_do_not_label_names_refused_as_invalid(
 
     text = sidecar.get("/metrics", headers=AUTH).text
     labelled = _names_in_metrics(text)
-    assert not labelled & {"\nforged line", "a\x00b", "x" * 2100}, (
+    # Only refused names were asked for, so no name at all is a label.
+    assert labelled == set(), (
         f"names refused as invalid are labels: {sorted(n[:20] for n in labelled)}"
     )
 

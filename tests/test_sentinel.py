@@ -30,24 +30,16 @@ def test_sentinels_reach_no_log_no_error_body_and_no_file(
     server,
     moto_url,
     secretsmanager,
+    ssm,
     unique,
     start_sidecar,
     tmp_path,
     monkeypatch,
 ):
-    import boto3
-
     name = unique("sentinel")
     secretsmanager.create_secret(Name=name, SecretString=VALUE)
     binary = unique("sentinel-binary")
     secretsmanager.create_secret(Name=binary, SecretBinary=VALUE.encode())
-    ssm = boto3.client(
-        "ssm",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="test-key",
-        aws_secret_access_key="test-secret",
-    )
     parameter = "/" + unique("sentinel-parameter")
     ssm.put_parameter(Name=parameter, Type="SecureString", Value=VALUE)
 

@@ -8,25 +8,11 @@ import threading
 import time
 
 import pytest
-from faultproxy import FaultProxy
-from support import TOKEN, Answer, request, sidecar_env
+from support import TOKEN, Answer, env_through, request
 
 from cachecore_server import TOKEN_HEADER
 
 SERVERS = ["gunicorn", "waitress"]
-
-
-@pytest.fixture
-def proxy(moto_url):
-    with FaultProxy(moto_url) as running:
-        yield running
-
-
-def env_through(proxy, **settings):
-    env = sidecar_env(proxy.upstream_url, **settings)
-    env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = proxy.url
-    env["CACHECORE_TOKEN"] = TOKEN
-    return env
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -615,18 +615,14 @@ def test_a_caller_waits_for_a_hanging_call_at_most_the_upstream_timeout(fetcher,
         fetcher.gate.set()
 
 
-def test_the_hanging_call_is_kept_when_it_ends_late(fetcher, clock):
+def test_the_hanging_call_is_kept_when_it_ends_late(fetcher, clock, poll):
     cache = make_cache(fetcher, clock, upstream_timeout=0.2)
     fetcher.gate = threading.Event()
     with pytest.raises(UpstreamTimeoutError):
         cache.get("db")
 
     fetcher.gate.set()
-    deadline = threading.Event()
-    for _ in range(100):  # the call's thread stores the value when it ends
-        if cache.stats().entries:
-            break
-        deadline.wait(0.02)
+    poll(lambda: cache.stats().entries == 1)  # the call's thread stores it when it ends
 
     assert cache.lookup("db").state == "hit"
     assert len(fetcher.calls) == 1
@@ -639,10 +635,13 @@ def test_a_stored_value_is_served_stale_while_a_call_hangs(fetcher, clock):
     fetcher.gate = threading.Event()
     try:
         lookup = cache.lookup("db")
+        hanging = fetcher.entered.is_set()
     finally:
         fetcher.gate.set()
 
     assert (lookup.state, lookup.value.secret_string) == ("stale", "db@0")
+    assert hanging, "the stale answer came before the call reached the upstream"
+    assert len(fetcher.calls) == 2
 
 
 def test_a_hanging_call_delays_no_other_key(fetcher, clock):

@@ -374,11 +374,17 @@ def test_bad_request_then_good_request_still_answers(fetcher, client):
     assert (bad.status_code, good.status_code) == (404, 200)
 
 
-def test_stale_answer_is_marked_stale_with_its_age(fetcher):
+def clocked_client(fetcher, ttl):
+    """A client whose cache reads the time from ``now[0]``, moved by the test;
+    returns ``(now, client)``."""
     now = [1000.0]
-    config = Config(token=TOKEN, ttl=10, ttl_jitter=0)
+    config = Config(token=TOKEN, ttl=ttl, ttl_jitter=0)
     cache = SecretCache(fetcher, config, clock=lambda: now[0])
-    client = falcon.testing.TestClient(create_app(cache, config))
+    return now, falcon.testing.TestClient(create_app(cache, config))
+
+
+def test_stale_answer_is_marked_stale_with_its_age(fetcher):
+    now, client = clocked_client(fetcher, ttl=10)
     client.simulate_get("/cache", query_string="name=db", headers=AUTH)
     now[0] += 11
     fetcher.errors["db"] = ThrottledError("slow down", secret_id="db")
@@ -612,10 +618,7 @@ def test_a_hit_is_answered_as_the_miss_was_but_for_its_cache_headers(
 
 
 def test_the_age_of_a_hit_is_whole_seconds_since_the_fetch(fetcher):
-    now = [1000.0]
-    config = Config(token=TOKEN, ttl=100, ttl_jitter=0)
-    cache = SecretCache(fetcher, config, clock=lambda: now[0])
-    client = falcon.testing.TestClient(create_app(cache, config))
+    now, client = clocked_client(fetcher, ttl=100)
     client.simulate_get("/cache", query_string="name=db", headers=AUTH)
 
     ages = []
@@ -678,10 +681,7 @@ def test_a_hit_after_a_refresh_answers_the_new_value(fetcher, client):
 
 
 def test_a_hit_after_a_rotation_has_the_new_length_and_age(fetcher):
-    now = [1000.0]
-    config = Config(token=TOKEN, ttl=100, ttl_jitter=0)
-    cache = SecretCache(fetcher, config, clock=lambda: now[0])
-    client = falcon.testing.TestClient(create_app(cache, config))
+    now, client = clocked_client(fetcher, ttl=100)
     fetcher.values["db"] = SecretValue(name="db", secret_string="short")
     client.simulate_get("/cache", query_string="name=db", headers=AUTH)
     now[0] += 7.5
