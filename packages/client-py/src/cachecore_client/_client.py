@@ -216,6 +216,15 @@ def answer_error(
     return _make_error(kind, message, secret_id, status, aws_type)
 
 
+def _refused(exc: cachecore.InvalidRequestError, secret_id: str) -> InvalidRequestError:
+    """The client's own class for an argument the library's check refused.
+
+    Nothing was sent, so it has no status and no ``aws_type``; its code is the
+    library's.
+    """
+    return InvalidRequestError(exc.message, secret_id=secret_id, code=exc.code)
+
+
 def _created(raw: object) -> datetime | None:
     if isinstance(raw, str | int | float) and not isinstance(raw, bool):
         try:
@@ -525,9 +534,7 @@ class SecretsClient:
         try:
             check_secret_id(secret_id, version_id, version_stage)
         except cachecore.InvalidRequestError as exc:
-            raise _make_error(
-                InvalidRequestError, exc.message, secret_id, aws_type=exc.code
-            ) from None
+            raise _refused(exc, secret_id) from None
         query = _query(
             secretId=secret_id,
             versionId=version_id,
@@ -556,9 +563,7 @@ class SecretsClient:
         try:
             check_parameter(name, version, label)
         except cachecore.InvalidRequestError as exc:
-            raise _make_error(
-                InvalidRequestError, exc.message, name, aws_type=exc.code
-            ) from None
+            raise _refused(exc, name) from None
         query = _query(
             name=name,
             version=None if version is None else str(version),
