@@ -642,6 +642,10 @@ _REFUSED_ENVIRON = tuple(
 )
 #: The headers refused, as servers that give lowercase names (granian) name them.
 REFUSED_HEADER_NAMES = tuple(header.lower() for header in _REFUSED_HEADERS)
+# The hit paths test each refused header by name, two ``in`` tests being a fifth
+# of the cost of a loop over them: a third header here must fail the import until
+# they test it too.
+_REFUSED_ENVIRON_1, _REFUSED_ENVIRON_2 = _REFUSED_ENVIRON
 #: The routes of the lane: path -> (the one parameter of its query, JSON answer?).
 _HIT_ROUTES = {"/secretsmanager/get": ("secretId=", True), "/cache": ("name=", False)}
 _NO_STORE = ("cache-control", "no-store")
@@ -722,7 +726,7 @@ class _HitLane:
             env.get("PATH_INFO", ""),
             env.get("REQUEST_METHOD", ""),
             env.get(_TOKEN_ENVIRON),
-            any(map(env.__contains__, _REFUSED_ENVIRON)),
+            _REFUSED_ENVIRON_1 in env or _REFUSED_ENVIRON_2 in env,
             env.get("QUERY_STRING", ""),
         )
 

@@ -94,6 +94,8 @@ def available() -> bool:
 #: The ways ``serve_granian`` can serve an app.
 INTERFACES = ("bridge", "wsgi", "rsgi")
 _TOKEN = TOKEN_HEADER.lower()
+#: The refused headers, each tested by name (see _app: a third fails the import).
+_REFUSED_1, _REFUSED_2 = REFUSED_HEADER_NAMES
 #: U+FFFD, as UTF-8 read as Latin-1 (how a WSGI environ holds it), and a byte that
 #: is not UTF-8 in its place.
 _REPLACEMENT = "\ufffd".encode().decode("latin-1")
@@ -168,7 +170,7 @@ class Bridge:
                 scope.path,
                 scope.method,
                 tokens[0] if len(tokens) == 1 else None,
-                any(map(headers.__contains__, REFUSED_HEADER_NAMES)),
+                _REFUSED_1 in headers or _REFUSED_2 in headers,
                 scope.query_string,
             )
             if hit is not None:
